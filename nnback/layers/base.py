@@ -1,0 +1,57 @@
+"""The layer contract every layer of nnback follows."""
+
+
+class Cached:
+    """Holds the one private forward cache that backward reads.
+
+    ``forward`` replaces ``self._cache``; ``backward`` reads it through ``_saved()``,
+    which raises a clear error when there was no forward pass.
+    """
+
+    _cache = None
+
+    def _saved(self):
+        """Return what the last forward cached; RuntimeError if forward never ran."""
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        return self._cache
+
+
+class Layer(Cached):
+    """A differentiable stage of a network: a forward/backward pair.
+
+    Attributes:
+        params: trained arrays by name, e.g. ``{"W": (D_in, D_out), "b": (D_out,)}``;
+            empty for layers without parameters.
+        grads: arrays with the same keys and shapes as ``params``; every ``backward``
+            overwrites them (no accumulation).
+        buffers: non-trained state saved with the model (BatchNorm running statistics);
+            empty otherwise.
+    """
+
+    def __init__(self):
+        self.params = {}
+        self.grads = {}
+        self.buffers = {}
+
+    def forward(self, x, training=True):
+        """Compute the output and cache what backward needs.
+
+        Args:
+            x: input, (N, D).
+            training: training mode (batch statistics, dropout masks) or evaluation.
+        Returns:
+            out: (N, output_features(D)).
+        """
+        raise NotImplementedError
+
+    def backward(self, dout):
+        """Return dx, (N, D), and overwrite ``grads``; ``dout``, (N, M), is only read."""
+        raise NotImplementedError
+
+    def output_features(self, in_features):
+        """Number of output features for ``in_features`` input features."""
+        return in_features
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"

@@ -1,0 +1,80 @@
+"""Fully connected layer."""
+
+import numpy as np
+
+from nnback.init import INITIALIZERS
+from nnback.layers.base import Layer
+
+
+class Linear(Layer):
+    """Affine map ``out = x @ W + b``.
+
+    Args:
+        in_features: D_in, size of each input sample.
+        out_features: D_out, size of each output sample.
+        init: weight initialiser, one of ``"he_normal"``, ``"he_uniform"``,
+            ``"xavier_normal"``, ``"xavier_uniform"``.
+        bias: whether to add the learned bias ``b``.
+        dtype: dtype of the parameters (np.float32 or np.float64).
+        rng: np.random.Generator the weights are drawn from; a fresh unseeded one if None.
+
+    Shape:
+        x: (N, D_in); out: (N, D_out); dout: (N, D_out); dx: (N, D_in).
+
+    Attributes:
+        params["W"]: (D_in, D_out), drawn by ``init`` with fan_in = D_in, fan_out = D_out.
+        params["b"]: (D_out,), zeros (absent when ``bias=False``).
+
+    Example:
+        >>> layer = Linear(784, 128, rng=np.random.default_rng(0))
+        >>> layer.forward(np.zeros((32, 784), np.float32)).shape
+        (32, 128)
+    """
+
+    def __init__(self, in_features, out_features, init="he_normal", bias=True,
+                 dtype=np.float32, rng=None):
+        super().__init__()
+        if init not in INITIALIZERS:
+            raise ValueError(f"unknown init {init!r}; choose one of {sorted(INITIALIZERS)}")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.init = init
+        self.dtype = np.dtype(dtype)
+        self.params["W"] = np.empty((in_features, out_features), self.dtype)
+        if bias:
+            self.params["b"] = np.empty(out_features, self.dtype)
+        self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
+        self.reset_parameters(np.random.default_rng() if rng is None else rng)
+
+    def reset_parameters(self, rng):
+        """Redraw W with the layer's initialiser from ``rng``; set b to zeros."""
+        draw = INITIALIZERS[self.init]
+        self.params["W"][...] = draw(self.in_features, self.out_features, rng, self.dtype)
+        if "b" in self.params:
+            self.params["b"].fill(0)
+
+    def forward(self, x, training=True):
+        """x: (N, D_in) -> out: (N, D_out)."""
+        out = x @ self.params["W"]
+        if "b" in self.params:
+            out += self.params["b"]
+        self._cache = x
+        return out
+
+    def backward(self, dout):
+        """dout: (N, D_out) -> dx: (N, D_in); dW = x.T @ dout, db = dout summed over N."""
+        x = self._saved()
+        np.matmul(x.T, dout, out=self.grads["W"])
+        if "b" in self.grads:
+            np.sum(dout, axis=0, out=self.grads["b"])
+        return dout @ self.params["W"].T
+
+    def output_features(self, in_features):
+        if in_features != self.in_features:
+            raise ValueError(
+                f"{self!r} expects {self.in_features} input features, got {in_features}")
+        return self.out_features
+
+    def __repr__(self):
+        bias = "" if "b" in self.params else ", bias=False"
+        return f"Linear({self.in_features}, {self.out_features}{bias})"

@@ -1,0 +1,143 @@
+"""Losses: ``loss(scores, y) -> (loss, dscores)``, averaged over the batch.
+
+The loss is the only place that divides by the batch size; layers never average.
+``dscores`` has the shape and dtype of ``scores``.
+"""
+
+import numpy as np
+
+from nnback.layers.activations import sigmoid
+
+
+def _as_targets(scores, y):
+    """Return y reshaped to ``scores.shape``, e.g. (N,) targets for (N, 1) scores."""
+    y = np.asarray(y)
+    if y.size != scores.size:
+        raise ValueError(f"targets of shape {y.shape} do not match scores of shape {scores.shape}")
+    return y.reshape(scores.shape)
+
+
+def _check_labels(scores, y):
+    y = np.asarray(y)
+    if y.shape != scores.shape[:1] or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"expected integer class labels of shape ({scores.shape[0]},), "
+                         f"got {y.dtype} {y.shape}")
+    return y
+
+
+class SoftmaxCrossEntropy:
+    """Softmax followed by cross-entropy on integer class labels, as torch.nn.CrossEntropyLoss.
+
+    Stable for any logits (the row maximum is subtracted before exp). With label
+    smoothing ``e`` the target is ``(1 - e) * onehot(y) + e / C``.
+
+    Args:
+        label_smoothing: e, 0 <= e <= 1.
+
+    Shape:
+        scores: (N, C) logits; y: (N,) ints in [0, C); dscores: (N, C).
+    """
+
+    kind = "classification"
+
+    def __init__(self, label_smoothing=0.0):
+        if not 0 <= label_smoothing <= 1:
+            raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+        self.label_smoothing = label_smoothing
+
+    def __call__(self, scores, y):
+        y = _check_labels(scores, y)
+        n, c = scores.shape
+        rows = np.arange(n)
+        log_probs = scores - scores.max(axis=1, keepdims=True)
+        log_probs -= np.log(np.exp(log_probs).sum(axis=1, keepdims=True))
+        e = self.label_smoothing
+        loss = -(1 - e) * log_probs[rows, y].mean()
+        if e:
+            loss -= e / c * log_probs.sum() / n
+        dscores = np.exp(log_probs)
+        dscores[rows, y] -= 1 - e
+        if e:
+            dscores -= e / c
+        dscores /= n
+        return float(loss), dscores
+
+    def __repr__(self):
+        return f"SoftmaxCrossEntropy(label_smoothing={self.label_smoothing})"
+
+
+class MSE:
+    """Mean squared error over all elements, as torch.nn.MSELoss.
+
+    Shape:
+        scores: (N, D) or (N,); y: same number of elements; dscores: scores' shape.
+    """
+
+    kind = "regression"
+
+    def __call__(self, scores, y):
+        diff = scores - _as_targets(scores, y)
+        loss = np.mean(diff * diff)
+        diff *= 2 / diff.size
+        return float(loss), diff.astype(scores.dtype, copy=False)
+
+    def __repr__(self):
+        return "MSE()"
+
+
+class Hinge:
+    """Multiclass SVM loss (CS231n): sum over j != y of max(0, s_j - s_y + margin).
+
+    Averaged over the batch.
+
+    Args:
+        margin: the required gap between the correct score and every other score.
+
+    Shape:
+        scores: (N, C); y: (N,) ints in [0, C); dscores: (N, C).
+    """
+
+    kind = "classification"
+
+    def __init__(self, margin=1.0):
+        self.margin = margin
+
+    def __call__(self, scores, y):
+        y = _check_labels(scores, y)
+        n = scores.shape[0]
+        rows = np.arange(n)
+        margins = scores - scores[rows, y][:, None]
+        margins += self.margin
+        np.maximum(margins, 0, out=margins)
+        margins[rows, y] = 0
+        loss = margins.sum() / n
+        dscores = (margins > 0).astype(scores.dtype)
+        dscores[rows, y] = -dscores.sum(axis=1)
+        dscores /= n
+        return float(loss), dscores
+
+    def __repr__(self):
+        return f"Hinge(margin={self.margin})"
+
+
+class BCEWithLogits:
+    """Binary cross-entropy on logits, mean over all elements (torch.nn.BCEWithLogitsLoss).
+
+    Uses ``max(s, 0) - s * y + log(1 + exp(-|s|))``, stable for any logit.
+
+    Shape:
+        scores: (N, D) or (N,) logits; y: same number of elements, in [0, 1];
+        dscores: scores' shape.
+    """
+
+    kind = "binary"
+
+    def __call__(self, scores, y):
+        y = _as_targets(scores, y)
+        losses = np.maximum(scores, 0) - scores * y + np.log1p(np.exp(-np.abs(scores)))
+        dscores = sigmoid(scores) - y
+        dscores /= scores.size
+        return float(losses.mean()), dscores.astype(scores.dtype, copy=False)
+
+    def __repr__(self):
+        return "BCEWithLogits()"

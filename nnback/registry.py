@@ -1,0 +1,23 @@
+"""YAML ``type:`` names -> classes. Adding a layer or loss is one class plus one line here."""
+
+from nnback import layers, losses
+
+LAYERS = {
+    "linear": layers.Linear,
+    "relu": layers.ReLU,
+    "leaky_relu": layers.LeakyReLU,
+    "sigmoid": layers.Sigmoid,
+    "tanh": layers.Tanh,
+    "gelu": layers.GELU,
+    "softplus": layers.Softplus,
+    "dropout": layers.Dropout,
+    "batchnorm": layers.BatchNorm1d,
+    "layernorm": layers.LayerNorm,
+}
+
+LOSSES = {
+    "softmax_cross_entropy": losses.SoftmaxCrossEntropy,
+    "mse": losses.MSE,
+    "hinge": losses.Hinge,
+    "bce_with_logits": losses.BCEWithLogits,
+}
