@@ -1,0 +1,60 @@
+"""Checks on the run folder made before training starts, not an hour into it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from nnback.errors import RunIOError
+from nnback.train.atomic import TEMP_SUFFIX, io_error
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Create ``folder`` if needed and prove a file can be written, synced and removed.
+
+    Raises:
+        RunIOError: ``"runs/x: cannot write: Permission denied"`` (or the OS reason).
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise RunIOError(f"{folder}: cannot write: not a directory")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.", suffix=TEMP_SUFFIX)
+        try:
+            os.write(fd, b"nnback write probe\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise io_error(folder, exc) from exc
+
+
+def _human_bytes(n: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3), ("B", 1)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:.3g} {unit}" if value < 1000 else f"{value:,.0f} {unit}"
+    return "0 B"
+
+
+def check_free_space(folder: str | os.PathLike, needed_bytes: int) -> None:
+    """Raise if the file system holding ``folder`` has less than ``needed_bytes`` free.
+
+    ``folder`` need not exist yet: its nearest existing parent is measured.
+
+    Raises:
+        RunIOError: ``"runs/x: only 12 MB free, need ~40 MB"``.
+    """
+    existing = Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError as exc:
+        raise RunIOError(f"{folder}: cannot measure free space: {exc.strerror or exc}") from exc
+    if free < needed_bytes:
+        raise RunIOError(f"{folder}: only {_human_bytes(free)} free, need ~{_human_bytes(needed_bytes)}")
