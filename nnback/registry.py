@@ -1,6 +1,7 @@
-"""YAML ``type:`` names -> classes. Adding a layer or loss is one class plus one line here."""
+"""YAML ``type:`` names -> classes and functions: adding a layer, loss, optimizer or
+schedule is one definition plus one line here."""
 
-from nnback import layers, losses
+from nnback import layers, losses, optim, schedules
 
 LAYERS = {
     "linear": layers.Linear,
@@ -21,3 +22,12 @@ LOSSES = {
     "hinge": losses.Hinge,
     "bce_with_logits": losses.BCEWithLogits,
 }
+
+OPTIMIZERS = {
+    "sgd": optim.SGD,
+    "adam": optim.Adam,
+    "adamw": optim.AdamW,
+    "rmsprop": optim.RMSprop,
+}
+
+SCHEDULES = schedules.SCHEDULES

@@ -1,0 +1,176 @@
+"""The ``nnback`` command: a thin dispatch table over the package.
+
+Each command parses its arguments, calls one function and maps errors to exit codes:
+a user error (``NnbackError``) prints its one-line message(s) to stderr and exits with
+its code (2 for a bad config or data); nothing else is caught. Heavy modules (numpy,
+pydantic) are imported inside the commands so that ``nnback --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(
+    name="nnback",
+    help="Train neural networks described in YAML experiment files, with exact backpropagation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Fetch and inspect data sets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+class LogFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class SplitName(str, Enum):
+    train = "train"
+    val = "val"
+    test = "test"
+
+
+def user_errors(command):
+    """Print an ``NnbackError`` as its message, no traceback, and exit with its code."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from nnback.errors import EXIT_SIGINT, NnbackError
+
+        try:
+            code = command(*args, **kwargs)
+        except NnbackError as exc:
+            for line in str(exc).splitlines() or [type(exc).__name__]:
+                typer.echo(f"error: {line}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(EXIT_SIGINT) from None
+        raise typer.Exit(code or 0)
+
+    return wrapper
+
+
+ConfigArg = typer.Argument(..., help="Experiment YAML file.", show_default=False)
+SetOpt = typer.Option(None, "--set", help="Override a key: --set optimizer.lr=0.01 (repeatable).")
+
+
+@app.command()
+@user_errors
+def train(
+    config: Path = ConfigArg,
+    set_: Optional[List[str]] = SetOpt,
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the run exactly in this folder."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    force: bool = typer.Option(False, "--force", help="Resume even if the saved config differs."),
+    max_time: Optional[str] = typer.Option(
+        None, "--max-time", help="Wall-time budget (30m, 2h): stop cleanly with a checkpoint before it."),
+    skip_if_done: bool = typer.Option(
+        False, "--skip-if-done", help="Exit 0 at once if --out holds a completed run of this config."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only warnings and errors."),
+    log_format: LogFormat = typer.Option(LogFormat.text, "--log-format", help="Console output format."),
+):
+    """Train an experiment: validate, load data, train, write the run folder."""
+    from nnback.train.console import Console
+    from nnback.train.run import train as run_train
+
+    console = Console("quiet" if quiet else log_format.value)
+    return run_train(config, overrides=set_ or (), out=out, resume=resume, force=force,
+                     max_time=max_time, skip_if_done=skip_if_done, console=console)
+
+
+@app.command()
+@user_errors
+def validate(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt):
+    """Check the config and the data without training; print the resolved config and layers."""
+    from nnback.report import validate_report
+
+    typer.echo(validate_report(config, set_ or ()))
+
+
+RunArg = typer.Argument(..., help="Run folder, model.npz or checkpoint .npz.", show_default=False)
+
+
+@app.command("eval")
+@user_errors
+def eval_(
+    run: Path = RunArg,
+    split: SplitName = typer.Option(SplitName.test, "--split", help="Split of the run's own data."),
+    data: Optional[Path] = typer.Option(None, "--data", help="A labelled .csv/.npz file instead."),
+    json_: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
+):
+    """Metrics (loss, accuracy) of saved weights."""
+    from nnback.inference import eval_saved
+
+    metrics = eval_saved(run, split.value, data)
+    if json_:
+        import json
+
+        typer.echo(json.dumps(metrics))
+    else:
+        typer.echo(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in metrics.items()))
+
+
+@app.command()
+@user_errors
+def predict(
+    run: Path = RunArg,
+    inputs: Path = typer.Argument(..., help="Raw inputs: .csv (header), .npy, .npz or IDX.",
+                                  show_default=False),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Write the CSV here (default stdout)."),
+):
+    """Predictions for raw inputs, preprocessed as in training: class names and probabilities,
+    or values."""
+    from nnback.inference import predict_file
+
+    text = predict_file(run, inputs, out)
+    if text is not None:
+        typer.echo(text, nl=False)
+
+
+@app.command()
+@user_errors
+def gradcheck(
+    config: Path = ConfigArg,
+    set_: Optional[List[str]] = SetOpt,
+    batch: int = typer.Option(8, "--batch", min=1, help="Training rows to check on."),
+    threshold: float = typer.Option(1e-6, "--threshold", help="Largest relative error that passes."),
+):
+    """Compare analytic and numerical gradients of the configured network and loss (float64)."""
+    from nnback.errors import EXIT_FAILURE
+    from nnback.report import gradcheck_report
+
+    text, ok = gradcheck_report(config, set_ or (), batch, threshold)
+    typer.echo(text)
+    return 0 if ok else EXIT_FAILURE
+
+
+@data_app.command("fetch")
+@user_errors
+def data_fetch(
+    name: str = typer.Argument(..., help="mnist or fashion-mnist.", show_default=False),
+    dir_: Optional[Path] = typer.Option(None, "--dir", help="Target folder (default data/<name>)."),
+):
+    """Download a data set's IDX files, verify their SHA-256 sums, skip verified files."""
+    from nnback.data import fetch
+
+    for path, status in fetch(name, dir_ or Path("data") / name):
+        typer.echo(f"{status:>10}  {path}")
+
+
+def main():
+    """Console-script entry point."""
+    app(prog_name="nnback")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

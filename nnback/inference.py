@@ -1,0 +1,107 @@
+"""``nnback eval`` and ``nnback predict``: saved weights applied to data."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from nnback.config.data import FileData
+from nnback.data import load_data, read_inputs
+from nnback.data.dataset import Split
+from nnback.errors import DataError
+from nnback.predictor import Predictor, load
+from nnback.train.atomic import atomic_write_text
+from nnback.train.evaluate import evaluate
+
+
+def eval_saved(path: str | Path, split: str = "test", data_file: str | Path | None = None) -> dict:
+    """Metrics of saved weights on a split of the run's own data, or on a labelled file.
+
+    Args:
+        path: run folder, model.npz or checkpoint.
+        split: "train", "val" or "test" of the data the run was configured with.
+        data_file: a labelled .csv/.npz file instead (same columns as in training).
+
+    Returns:
+        ``{"<split>_loss": float, "<split>_accuracy": float, "samples": int}``.
+    """
+    predictor = load(path)
+    classification = predictor.data.task == "classification"
+    if data_file is None:
+        bundle = load_data(predictor.exp.data, seed=predictor.exp.seed, base_dir=Path.cwd())
+        part = getattr(bundle, split)
+        if part is None or len(part) == 0:
+            raise DataError(f"{path}: the run's data has no {split} split (see data.split)")
+        name = split
+    else:
+        part = _labelled_file(predictor, Path(data_file))
+        name = "data"
+    if predictor.exp.loss.type == "bce_with_logits":
+        part.y = part.y.astype(predictor.model.dtype)
+    metrics = evaluate(predictor.model, predictor.loss_fn, part, classification)
+    out = {f"{name}_{k}": v for k, v in metrics.items()}
+    out["samples"] = len(part)
+    return out
+
+
+def _labelled_file(predictor: Predictor, path: Path) -> Split:
+    """Read a labelled file as in training and encode its labels with the saved classes."""
+    saved = predictor.exp.data
+    options = {"source": str(path), "preprocess": "none"}
+    for key in ("target", "features", "x_key", "y_key"):
+        if getattr(saved, key, None) is not None:
+            options[key] = getattr(saved, key)
+    if path.suffix.lower() != ".csv":
+        options.pop("target", None)
+        options.pop("features", None)
+    try:
+        cfg = FileData.model_validate(options)
+    except ValueError as exc:
+        raise DataError(f"{path}: cannot read as a labelled file: {exc}") from None
+    bundle = load_data(cfg, seed=0, base_dir=Path.cwd())
+    X = predictor.preprocessor.transform(bundle.train.X)
+    y = bundle.train.y
+    if predictor.data.task == "classification":
+        index = {str(c): i for i, c in enumerate(predictor.data.classes)}
+        unknown = [c for c in bundle.classes if str(c) not in index]
+        if unknown:
+            raise DataError(f"{path}: labels {unknown[:5]} were not among the training classes")
+        y = np.array([index[str(c)] for c in bundle.classes], dtype=np.int64)[y]
+    return Split(X, y)
+
+
+def predict_file(path: str | Path, inputs: str | Path, out: str | Path | None = None) -> str | None:
+    """Predict every row of a raw input file (.csv, .npy, .npz, IDX).
+
+    Writes CSV: a ``prediction`` column (class name, or value per target) and, for
+    classification with probabilities, one ``p_<class>`` column per class. Returns the
+    CSV text when ``out`` is None.
+    """
+    predictor = load(path)
+    X = read_inputs(Path(inputs), predictor.data, predictor.preprocessor)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if predictor.data.task == "classification":
+        labels = predictor.predict(X, preprocessed=True)
+        probabilistic = predictor.exp.loss.type != "hinge"
+        header = ["prediction"]
+        if probabilistic:
+            proba = predictor.predict_proba(X, preprocessed=True)
+            header += [f"p_{c}" for c in predictor.classes]
+        writer.writerow(header)
+        for i, label in enumerate(labels):
+            row = [label] + ([f"{p:.6g}" for p in proba[i]] if probabilistic else [])
+            writer.writerow(row)
+    else:
+        values = predictor.predict(X, preprocessed=True)
+        writer.writerow([f"prediction_{j}" for j in range(values.shape[1])] if values.shape[1] > 1
+                        else ["prediction"])
+        writer.writerows([[f"{v:.6g}" for v in row] for row in values])
+    text = buffer.getvalue()
+    if out is None:
+        return text
+    atomic_write_text(out, text)
+    return None

@@ -1,0 +1,110 @@
+"""Saved weights as a usable model: ``nnback.load(path)`` and what it returns.
+
+A run folder, its ``model.npz`` or any checkpoint holds the resolved config, the data
+description (task, classes, feature count), the preprocessing statistics and the
+weights; that is all a ``Predictor`` needs to turn raw inputs into labelled outputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from nnback.build import build_loss, build_model, output_units
+from nnback.config.schema import Experiment
+from nnback.data import DataMeta, Preprocessor, labels_from_indices
+from nnback.errors import CheckpointError
+from nnback.layers.activations import sigmoid
+from nnback.train.checkpoint import load_checkpoint
+from nnback.train.evaluate import EVAL_BATCH, predicted_classes
+from nnback.train.snapshot import restore_arrays
+
+
+def resolve_weights(path: str | Path) -> Path:
+    """The weights file for a run folder (model.npz, else the newest checkpoint) or a file."""
+    path = Path(path)
+    if path.is_dir():
+        for candidate in ("model.npz", "checkpoints/best.npz", "checkpoints/last.npz"):
+            if (path / candidate).is_file():
+                return path / candidate
+        raise CheckpointError(f"{path}: no model.npz or checkpoint in this folder")
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such run folder or weights file")
+    return path
+
+
+class Predictor:
+    """A trained network with its preprocessing and class names.
+
+    Args:
+        model: the Sequential, weights loaded.
+        preprocessor: the fitted preprocessing of training.
+        data: the saved data description (task, classes, feature count).
+        exp: the resolved experiment it was trained with.
+    """
+
+    def __init__(self, model, preprocessor: Preprocessor, data: DataMeta, exp: Experiment):
+        self.model, self.preprocessor, self.data, self.exp = model, preprocessor, data, exp
+        self.loss_fn = build_loss(exp)
+
+    def __repr__(self) -> str:
+        return f"Predictor({self.exp.name!r}, {self.data.task}, {self.data.n_features} features)"
+
+    def scores(self, X, preprocessed: bool = False) -> np.ndarray:
+        """Raw network outputs for inputs X (N, D), (N, n_outputs) or (N, 1)."""
+        X = np.asarray(X)
+        if X.ndim == 1:
+            X = X.reshape(1, -1)
+        if not preprocessed:
+            X = self.preprocessor.transform(X)
+        parts = [self.model.forward(X[i:i + EVAL_BATCH], training=False)
+                 for i in range(0, len(X), EVAL_BATCH)]
+        return np.concatenate(parts) if parts else np.empty((0, self.model.layers[-1].out_features))
+
+    def predict_proba(self, X, preprocessed: bool = False) -> np.ndarray:
+        """Class probabilities (N, C), columns in the order of ``classes``."""
+        if self.exp.loss.type not in ("softmax_cross_entropy", "bce_with_logits"):
+            raise ValueError(f"probabilities need a probabilistic loss, this model uses {self.exp.loss.type}")
+        scores = self.scores(X, preprocessed)
+        if scores.shape[1] == 1:
+            p = sigmoid(scores)
+            return np.hstack([1 - p, p])
+        exp = np.exp(scores - scores.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def predict(self, X, preprocessed: bool = False) -> np.ndarray:
+        """Class names (N,) for classification, values (N, T) for regression."""
+        scores = self.scores(X, preprocessed)
+        if self.data.task != "classification":
+            return scores
+        return labels_from_indices(predicted_classes(scores), self.data.classes)
+
+    @property
+    def classes(self) -> list | None:
+        return self.data.classes
+
+
+def load(path: str | Path) -> Predictor:
+    """Load saved weights: a run folder, its ``model.npz`` or a checkpoint ``.npz``.
+
+    Raises:
+        CheckpointError: missing, unreadable or corrupted file, or one that is not an
+            nnback model.
+    """
+    weights = resolve_weights(path)
+    arrays, meta = load_checkpoint(weights)
+    try:
+        exp = Experiment.model_validate(meta["config"])
+        data = DataMeta.from_dict(meta["data"])
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"{weights}: not an nnback model ({type(exc).__name__}: {exc})") from None
+    units = output_units(exp, data.task, data.n_outputs, str(weights))
+    model = build_model(exp, data.n_features, units, np.random.default_rng(0), str(weights))
+    try:
+        restore_arrays(model, arrays)
+    except ValueError as exc:
+        raise CheckpointError(f"{weights}: weights do not fit the saved config: {exc}") from None
+    prep = Preprocessor.from_state_dict(
+        {k.removeprefix("prep/"): v for k, v in arrays.items() if k.startswith("prep/")})
+    return Predictor(model, prep, data, exp)

@@ -1,0 +1,78 @@
+"""What training shows while it runs: one line per evaluation, an optional progress bar.
+
+``text`` prints greppable lines such as
+``epoch 3/30 train_loss 0.4132 val_loss 0.3907 val_acc 0.9410 lr 9.1e-02 1.2s``;
+``json`` prints each record as one JSON object; ``quiet`` prints only warnings.
+A live progress bar is drawn only when stdout is a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+FIELDS = (("train_loss", "train_loss", ".4f"), ("val_loss", "val_loss", ".4f"),
+          ("val_accuracy", "val_acc", ".4f"))
+
+
+class Console:
+    """Training output for one run.
+
+    Args:
+        mode: ``"text"``, ``"json"`` or ``"quiet"``.
+        stream: where lines go (stdout by default).
+    """
+
+    def __init__(self, mode: str = "text", stream=None):
+        self.mode = mode
+        self.stream = stream or sys.stdout
+        self.live = mode == "text" and self.stream.isatty()
+        self._bar_shown = False
+
+    def _emit(self, line: str) -> None:
+        if self._bar_shown:
+            self.stream.write("\r\033[K")
+            self._bar_shown = False
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def info(self, text: str, **fields) -> None:
+        """A one-off message (start, resume, final summary)."""
+        if self.mode == "json":
+            self._emit(json.dumps({"event": "info", "message": text, **fields}))
+        elif self.mode == "text":
+            self._emit(text)
+
+    def warn(self, text: str) -> None:
+        """A warning: shown in every mode, on stderr for text and quiet."""
+        if self.mode == "json":
+            self._emit(json.dumps({"event": "warning", "message": text}))
+        else:
+            sys.stderr.write(f"warning: {text}\n")
+            sys.stderr.flush()
+
+    def record(self, record: dict, epochs: int, per_epoch: bool) -> None:
+        """One evaluation: a metrics record from ``metrics.jsonl``."""
+        if self.mode == "json":
+            self._emit(json.dumps({"event": "eval", **record}))
+            return
+        if self.mode != "text":
+            return
+        parts = [f"epoch {record['epoch']}/{epochs}"]
+        if not per_epoch:
+            parts.append(f"step {record['step']}")
+        parts += [f"{label} {record[key]:{fmt}}" for key, label, fmt in FIELDS if key in record]
+        parts.append(f"lr {record['lr']:.1e}")
+        parts.append(f"{record['seconds']:.1f}s")
+        self._emit(" ".join(parts))
+
+    def progress(self, epoch: int, epochs: int, batch: int, batches: int, loss: float) -> None:
+        """Redraw the in-epoch progress bar (terminals only)."""
+        if not self.live:
+            return
+        width = 24
+        filled = width * batch // batches
+        bar = "#" * filled + "-" * (width - filled)
+        self.stream.write(f"\repoch {epoch}/{epochs} [{bar}] {batch}/{batches} loss {loss:.4f}")
+        self.stream.flush()
+        self._bar_shown = True

@@ -1,0 +1,42 @@
+"""Loss and accuracy of a model on a data split, in evaluation mode."""
+
+from __future__ import annotations
+
+import numpy as np
+
+EVAL_BATCH = 4096
+
+
+def predicted_classes(scores: np.ndarray) -> np.ndarray:
+    """Class indices from scores: argmax, or ``score > 0`` for one binary logit.
+
+    scores: (N, C) -> (N,) int64.
+    """
+    if scores.shape[1] == 1:
+        return (scores[:, 0] > 0).astype(np.int64)
+    return scores.argmax(axis=1)
+
+
+def evaluate(model, loss_fn, split, classification: bool, batch_size: int = EVAL_BATCH) -> dict:
+    """Mean loss (and accuracy for classification) over ``split``.
+
+    Runs in batches of ``batch_size`` so memory stays bounded; the loss is weighted
+    by batch size so the result equals the loss over the whole split at once.
+
+    Returns:
+        ``{"loss": float, "accuracy": float}`` (accuracy only for classification).
+    """
+    n = len(split)
+    loss_total, correct = 0.0, 0
+    for start in range(0, n, batch_size):
+        idx = np.arange(start, min(start + batch_size, n))
+        xb, yb = split.take(idx)
+        scores = model.forward(xb, training=False)
+        loss, _ = loss_fn(scores, yb)
+        loss_total += loss * len(idx)
+        if classification:
+            correct += int(np.count_nonzero(predicted_classes(scores) == yb.reshape(-1)))
+    metrics = {"loss": loss_total / n}
+    if classification:
+        metrics["accuracy"] = correct / n
+    return metrics

@@ -1,0 +1,251 @@
+"""``nnback train``: from a config file to a finished (or cleanly stopped) run folder.
+
+The order matters for batch jobs: everything that can fail because of the user's
+input (config, data, an existing or unwritable folder, a held lock, a full disk) fails
+before the first step, and nothing already saved is ever overwritten by a broken file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import yaml
+
+from nnback.config import load_config
+from nnback.data import load_data
+from nnback.errors import (EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIME_LIMIT, ConfigError,
+                           NnbackError, RunIOError)
+from nnback.train.atomic import atomic_write_json, atomic_write_text, remove_temp_files
+from nnback.train.checkpoint import save_checkpoint
+from nnback.train.divergence import Diverged
+from nnback.train.jsonl import read_jsonl, truncate_after
+from nnback.train.lock import RunLock
+from nnback.train.preflight import check_free_space, check_writable
+from nnback.train.snapshot import model_arrays, run_meta, versions
+from nnback.train.timeparse import parse_duration
+from nnback.train.trainer import Trainer
+
+DONE = ("completed", "early_stopped")
+# Keys that change neither the numbers nor the result: they may differ on --resume.
+RUN_CONTROL_KEYS = ("output", "train.max_time", "train.checkpoint")
+
+
+def train(config: str | Path, *, overrides=(), out: str | Path | None = None, resume: bool = False,
+          force: bool = False, max_time: str | None = None, skip_if_done: bool = False,
+          console) -> int:
+    """Run ``nnback train``; returns the process exit code.
+
+    Raises:
+        NnbackError: bad config or data, a locked or unwritable folder (before training).
+    """
+    exp = load_config(config, overrides)
+    source = str(config)
+    resolved = exp.model_dump(mode="json")
+    if out is None and (resume or skip_if_done):
+        raise ConfigError("--resume and --skip-if-done need a fixed run folder: add --out DIR")
+    run_dir = Path(out) if out is not None else None
+    if run_dir is not None and skip_if_done and _is_done(run_dir, resolved):
+        console.info(f"{run_dir}: already holds a completed run of this config; nothing to do")
+        return EXIT_OK
+    if run_dir is not None:
+        _check_reusable(run_dir, resolved, resume, force)
+    budget = parse_duration(max_time) if max_time else (
+        parse_duration(exp.train.max_time) if exp.train.max_time else None)
+    started = time.monotonic()
+    bundle = load_data(exp.data, seed=exp.seed, base_dir=Path.cwd())
+    run_dir = run_dir if run_dir is not None else _new_run_dir(exp)
+    check_writable(run_dir)
+    with RunLock(run_dir):
+        remove_temp_files(run_dir)
+        remove_temp_files(run_dir / "checkpoints")
+        deadline = started + budget if budget else None
+        trainer = Trainer(exp, bundle, run_dir, console, source, deadline=deadline)
+        state_bytes = sum(a.nbytes for a in trainer.checkpoint_arrays().values())
+        check_free_space(run_dir, (exp.train.checkpoint.keep + 4) * state_bytes + (1 << 20))
+        if resume and _resume(trainer, console):
+            return EXIT_OK
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        console.info(f"run folder {run_dir}  ({trainer.model.num_parameters():,} parameters, "
+                     f"{len(bundle.train)} training samples)")
+        with _stop_on_signals(trainer):
+            try:
+                status = trainer.fit()
+            except Diverged as exc:
+                _write_summary(trainer, "diverged", exc.exit_code, error=str(exc))
+                raise
+        return _finish(trainer, status)
+
+
+def _resume(trainer: Trainer, console) -> bool:
+    """Load the newest good checkpoint; True if that run was already finished."""
+    found = trainer.store.load_latest()
+    if found is None:
+        console.info("no checkpoint found; starting fresh")
+        return False
+    arrays, meta, path, _ = found
+    for line in found.warnings():
+        console.warn(line)
+    best = trainer.store.load_best()
+    trainer.restore(arrays, meta, best)
+    truncate_after(trainer.run_dir / "metrics.jsonl", trainer.progress.step)
+    p = trainer.progress
+    if p.status in DONE:
+        console.info(f"{trainer.run_dir}: the run is already {p.status}")
+        return True
+    p.status = "running"
+    console.info(f"resuming from {path} at epoch {p.epoch + 1}, step {p.step}")
+    return False
+
+
+def _finish(trainer: Trainer, status: str) -> int:
+    """Write the final weights, checkpoint and summary; return the exit code."""
+    if status in DONE:
+        trainer.restore_best()
+        final = trainer.final_metrics()
+        trainer.progress.status = status
+        trainer.save_checkpoint()
+        save_checkpoint(trainer.run_dir / "model.npz", model_arrays(trainer.model, trainer.bundle),
+                        run_meta(trainer.exp, trainer.bundle))
+        _write_summary(trainer, status, EXIT_OK, final=final)
+        trainer.console.info("done: " + " ".join(f"{k} {v:.4f}" for k, v in final.items()))
+        return EXIT_OK
+    code = {"time_limit": EXIT_TIME_LIMIT}.get(status)
+    if code is None:
+        code = EXIT_SIGTERM if trainer.stop_reason == "SIGTERM" else EXIT_SIGINT
+    _write_summary(trainer, status, code)
+    trainer.console.info(f"stopped ({status}) at epoch {trainer.progress.epoch + 1}, "
+                         f"step {trainer.progress.step}; continue with --resume")
+    return code
+
+
+def _write_summary(trainer: Trainer, status: str, exit_code: int, final: dict | None = None,
+                   error: str | None = None) -> None:
+    p = trainer.progress
+    summary = {
+        "name": trainer.exp.name,
+        "status": status,
+        "exit_code": exit_code,
+        "epochs": p.epoch,
+        "steps": p.step,
+        "best_epoch": p.best_epoch or None,
+        "best": {trainer.exp.train.early_stopping.metric: p.best_value}
+        if trainer.exp.train.early_stopping and p.best_value is not None else {},
+        "final": final or {},
+        "last": _last_record(trainer.run_dir / "metrics.jsonl"),
+        "wall_seconds": round(p.train_seconds, 3),
+        "samples_per_second": round(p.samples / p.train_seconds, 1) if p.train_seconds else None,
+        "skipped_batches": p.skipped,
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions(),
+    }
+    if error:
+        summary["error"] = error
+    atomic_write_json(trainer.run_dir / "summary.json", summary)
+
+
+def _last_record(path: Path) -> dict:
+    records = read_jsonl(path) if path.exists() else []
+    return records[-1] if records else {}
+
+
+@contextlib.contextmanager
+def _stop_on_signals(trainer: Trainer):
+    """SIGTERM/SIGINT ask the trainer to stop after the current step; a second one kills."""
+    names = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
+    previous = {sig: signal.getsignal(sig) for sig in names}
+
+    def handler(signum, frame):
+        if trainer.stop_reason is not None:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        trainer.stop_reason = names[signum]
+
+    for sig in names:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _new_run_dir(exp) -> Path:
+    """``<output.dir>/<name>/<timestamp>``, created now so it is never reused."""
+    parent = Path(exp.output.dir) / exp.name
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        candidate = parent / (stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise RunIOError(f"{candidate}: cannot create the run folder: {exc.strerror}") from None
+    raise NnbackError(f"{parent}: too many runs started in the same second")
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """Dotted keys whose values differ, ignoring keys that only control the run."""
+    a, b = _flatten(saved), _flatten(current)
+    keys = sorted(set(a) | set(b))
+    return [k for k in keys if a.get(k) != b.get(k)
+            and not any(k == c or k.startswith(c + ".") for c in RUN_CONTROL_KEYS)]
+
+
+def _flatten(node, prefix="") -> dict:
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(node, list):
+        out = {}
+        for i, value in enumerate(node):
+            out.update(_flatten(value, f"{prefix}[{i}]"))
+        return out or {prefix: []}
+    return {prefix: node}
+
+
+def _saved_config(run_dir: Path) -> dict | None:
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        return None
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the saved config: {exc}") from None
+
+
+def _read_summary(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _is_done(run_dir: Path, resolved: dict) -> bool:
+    summary = _read_summary(run_dir)
+    saved = _saved_config(run_dir)
+    return (summary is not None and summary.get("status") in DONE and saved is not None
+            and not config_differences(saved, resolved))
+
+
+def _check_reusable(run_dir: Path, resolved: dict, resume: bool, force: bool) -> None:
+    """--out on a folder that holds a run needs --resume, and the same config."""
+    saved = _saved_config(run_dir)
+    if saved is None:
+        return
+    if not resume:
+        raise ConfigError(f"{run_dir}: already holds a run; add --resume to continue it, "
+                          f"or choose another --out")
+    diff = config_differences(saved, resolved)
+    if diff and not force:
+        raise ConfigError(f"{run_dir}: the saved config differs in {', '.join(diff)}; "
+                          f"add --force to resume anyway")
