@@ -1,0 +1,172 @@
+"""Readers for CSV, .npz and .npy files, each returning a Table.
+
+Images and other multi-dimensional samples are flattened to one row each.
+Files are opened with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import csv
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from nnback.data.mapped import MappedNpy
+from nnback.data.table import Table, check_rows, file_error
+from nnback.errors import DataError
+
+
+def read_csv(path: Path, origin: str, target: str | None, features: list[str] | None,
+             task: str = "auto") -> Table:
+    """Read a CSV file with a header row.
+
+    Args:
+        path: file to read; origin: the path as the user wrote it.
+        target: label/target column; None to read features only (prediction inputs).
+        features: feature columns in order; None for all columns but the target.
+        task: "classification" keeps labels as int (if all are integers) or str;
+            "regression" parses numbers; "auto" picks classification for integer or
+            non-numeric labels and regression for other numbers.
+
+    Returns:
+        Table with X float64 (N, F), y (N,) int64/str or (N, 1) float64, and the line
+        number of every row.
+    """
+    header, rows, lines = _read_rows(path, origin)
+    cells = np.char.strip(np.array(rows, dtype=str))
+    names = features if features is not None else [h for h in header if h != target]
+    for name in names + ([target] if target is not None else []):
+        if name not in header:
+            raise DataError(f"{origin}: no column '{name}' (columns: {', '.join(header)})")
+    if not names:
+        raise DataError(f"{origin}: no feature columns besides '{target}'")
+    lines = np.asarray(lines)
+    X = np.column_stack([_numbers(cells[:, header.index(n)], origin, lines, n) for n in names])
+    table = Table(X, None, origin, origin, "X", target or "", lines, names)
+    if target is not None:
+        table.y = _labels(cells[:, header.index(target)], origin, lines, target, task)
+    return table
+
+
+def _read_rows(path: Path, origin: str) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, data rows (blank lines skipped) and their line numbers."""
+    rows, lines = [], []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f, strict=True)
+            try:
+                header = next(reader, None)
+                if header is None:
+                    raise DataError(f"{origin}: empty file (expected a header row)")
+                header = [h.strip() for h in header]
+                for row in reader:
+                    if not row:
+                        continue
+                    if len(row) != len(header):
+                        raise DataError(f"{origin}: row {reader.line_num}: {_count(len(row), 'value')}, "
+                                        f"but the header has {_count(len(header), 'column')}")
+                    rows.append(row)
+                    lines.append(reader.line_num)
+            except csv.Error as exc:
+                raise DataError(f"{origin}: row {reader.line_num}: {exc}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{origin}: not a UTF-8 text file") from None
+    except OSError as exc:
+        raise file_error(origin, exc) from None
+    if not rows:
+        raise DataError(f"{origin}: no data rows after the header")
+    return header, rows, lines
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _numbers(column: np.ndarray, origin: str, lines: np.ndarray, name: str) -> np.ndarray:
+    """Parse a column of strings as float64; DataError names the first bad cell."""
+    try:
+        return column.astype(np.float64)
+    except ValueError:
+        for i, cell in enumerate(column):
+            try:
+                float(cell)
+            except ValueError:
+                what = "empty value" if cell == "" else f"{str(cell)!r} is not a number"
+                raise DataError(f"{origin}: row {lines[i]}, column '{name}': {what}") from None
+        return np.array([float(cell) for cell in column])
+
+
+def _labels(column: np.ndarray, origin: str, lines: np.ndarray, name: str, task: str) -> np.ndarray:
+    """Labels as int64 or str (N,) for classification, or float64 (N, 1) targets."""
+    try:
+        as_int = column.astype(np.int64)
+    except (ValueError, OverflowError):
+        as_int = None
+    if task == "regression" or (task == "auto" and as_int is None and _all_numbers(column)):
+        return _numbers(column, origin, lines, name)[:, None]
+    if as_int is not None:
+        return as_int
+    empty = np.flatnonzero(column == "")
+    if empty.size:
+        raise DataError(f"{origin}: row {lines[empty[0]]}, column '{name}': empty label")
+    return column
+
+
+def _all_numbers(column: np.ndarray) -> bool:
+    try:
+        column.astype(np.float64)
+    except ValueError:
+        return False
+    return True
+
+
+def read_npz(path: Path, origin: str, x_key: str, y_key: str | None) -> Table:
+    """Read arrays x_key (N, ...) and y_key (N,) or (N, T) from an .npz file.
+
+    y_key None reads features only (prediction inputs).
+    """
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = [x_key] + ([y_key] if y_key is not None else [])
+            for key in keys:
+                if key not in archive.files:
+                    raise DataError(f"{origin}: no array '{key}' "
+                                    f"(arrays: {', '.join(archive.files) or 'none'})")
+            X = archive[x_key]
+            y = archive[y_key] if y_key is not None else None
+    except DataError:
+        raise
+    except OSError as exc:
+        raise file_error(origin, exc) from None
+    except (ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
+        raise DataError(f"{origin}: not a readable .npz file ({exc})") from None
+    return arrays_table(X, y, origin, origin, x_key, y_key or "")
+
+
+def read_npy(path: Path, origin: str, mmap: bool = False):
+    """One .npy array: an ndarray, or a MappedNpy of rows (N, D) if mmap."""
+    if mmap:
+        return MappedNpy(path, origin)
+    try:
+        return np.load(path, allow_pickle=False)
+    except OSError as exc:
+        raise file_error(origin, exc) from None
+    except (ValueError, EOFError) as exc:
+        raise DataError(f"{origin}: not a readable .npy file ({exc})") from None
+
+
+def arrays_table(X, y: np.ndarray | None, x_origin: str, y_origin: str,
+                 x_name: str = "X", y_name: str = "y") -> Table:
+    """Check shapes and dtypes of a feature array and its labels; flatten samples."""
+    if X.ndim == 0:
+        raise DataError(f"{x_origin}: {x_name} is a scalar, expected rows")
+    if X.dtype.kind not in "biuf":
+        raise DataError(f"{x_origin}: {x_name} holds {X.dtype} values; features must be numbers")
+    if isinstance(X, np.ndarray) and X.ndim != 2:
+        X = X.reshape(len(X), -1)
+    if y is not None:
+        check_rows(x_origin, x_name, len(X), y_origin, y_name, len(y))
+    elif len(X) == 0:
+        raise DataError(f"{x_origin}: {x_name} has no rows")
+    return Table(X, y, x_origin, y_origin, x_name, y_name)
