@@ -288,7 +288,8 @@ class _FileOptions(_DataBase):
             raise ValueError("target: name the label column of the CSV file")
         used = {"target": "csv", "features": "csv", "x_key": "npz", "y_key": "npz", "mmap": "npy"}
         for key, needs in used.items():
-            if key in self.model_fields_set and fmt != needs and getattr(self, key):
+            value = getattr(self, key)
+            if fmt != needs and value and value != type(self).model_fields[key].default:
                 raise ValueError(f"{key}: only used with {needs} files (these are {fmt})")
         return self
 
