@@ -79,9 +79,16 @@ def train(
     log_format: LogFormat = typer.Option(LogFormat.text, "--log-format", help="Console output format."),
 ):
     """Train an experiment: validate, load data, train, write the run folder."""
+    from nnback.errors import ConfigError
     from nnback.train.console import Console
     from nnback.train.run import train as run_train
+    from nnback.train.timeparse import parse_duration
 
+    if max_time is not None:
+        try:
+            parse_duration(max_time)
+        except ValueError as exc:
+            raise ConfigError(f"--max-time: {exc}") from None
     console = Console("quiet" if quiet else log_format.value)
     return run_train(config, overrides=set_ or (), out=out, resume=resume, force=force,
                      max_time=max_time, skip_if_done=skip_if_done, console=console)
@@ -165,6 +172,60 @@ def data_fetch(
 
     for path, status in fetch(name, dir_ or Path("data") / name):
         typer.echo(f"{status:>10}  {path}")
+
+
+class RunsFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+@user_errors
+def runs(
+    folder: Path = typer.Argument(Path("runs"), help="Folder searched recursively for runs."),
+    sort: Optional[str] = typer.Option(None, "--sort", help="Column to sort by: val_loss, optimizer.lr, ..."),
+    status: Optional[str] = typer.Option(None, "--status", help="Only these statuses (comma-separated)."),
+    format_: RunsFormat = typer.Option(RunsFormat.table, "--format", help="Output format."),
+):
+    """Compare runs: status, differing hyperparameters, best validation and test metrics, time."""
+    from nnback.runs import runs_table
+
+    typer.echo(runs_table(folder, sort=sort, status=status, fmt=format_.value))
+
+
+@app.command()
+@user_errors
+def plot(
+    runs_: List[Path] = typer.Argument(..., metavar="RUN...", help="Run folders; several are overlaid.",
+                                       show_default=False),
+    out: Path = typer.Option(Path("plot.png"), "--out", "-o", help="PNG file to write."),
+    width: float = typer.Option(15.0, "--width", help="Figure width in inches."),
+    height: float = typer.Option(8.5, "--height", help="Figure height in inches."),
+    dpi: int = typer.Option(100, "--dpi", help="Pixels per inch."),
+):
+    """Plot loss, accuracy, learning rate and gradient flow of one or more runs to a PNG."""
+    from nnback.plot import plot_runs
+
+    typer.echo(f"wrote {plot_runs(runs_, out, width=width, height=height, dpi=dpi)}")
+
+
+@app.command()
+@user_errors
+def diagnose(run: Path = typer.Argument(..., help="Run folder (holds diagnostics.jsonl).", show_default=False)):
+    """Summarise a run's gradient-flow diagnostics and explain its warnings."""
+    from nnback.diagnose import diagnose_run
+
+    typer.echo(diagnose_run(run))
+
+
+@app.command()
+@user_errors
+def explain(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt):
+    """Print each layer's forward/backward formulas, shapes and cache for the configured data."""
+    from nnback.explain import explain_config
+
+    typer.echo(explain_config(config, set_ or ()))
 
 
 def main():

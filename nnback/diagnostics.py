@@ -1,0 +1,323 @@
+"""Gradient-flow diagnostics recorded during training, and the warnings drawn from them.
+
+Every ``every`` steps the trainer runs the step with traces and hands them here; one
+JSON record is appended to ``diagnostics.jsonl``::
+
+    {"step": 300, "epoch": 2, "lr": 0.1,
+     "params": {"0.W": {"weight_norm": 9.1, "grad_norm": 0.42, "update_ratio": 0.0011,
+                        "matrix": true}, ...},
+     "layers": [{"layer": 0, "type": "Linear", "dx_norm": 0.03},
+                {"layer": 1, "type": "ReLU", "dx_norm": 0.05, "mean": 0.4, "std": 0.6,
+                 "dead": 0.02}, ...],
+     "depth_ratio": 0.8}
+
+Definitions (all on the mini-batch of the recorded step; norms are Frobenius norms):
+
+- ``weight_norm``: ||W|| after the update; ``grad_norm``: ||dW|| used by the update;
+  ``update_ratio``: ||W_after - W_before|| / ||W_before|| (None when ||W_before|| = 0).
+  Around 1e-3 is the usual healthy value. ``matrix`` marks 2-D weights, the only
+  parameters whose ratio is checked for warnings.
+- ``dx_norm``: ||dL/dx||, the gradient a layer passes back to its input, (N, D_in).
+- ``mean``, ``std``: of an activation layer's output over the batch and units.
+- ``dead`` (ReLU): fraction of units that output 0 for every sample of the batch.
+- ``saturated``: fraction of outputs in the flat tails, where the local gradient is
+  below 0.01: sigmoid outside [0.01, 0.99], tanh with |out| > 0.99.
+- ``depth_ratio``: dx_norm of layer 1 (the gradient reaching the first layer's output)
+  over dx_norm of the last layer; far below 1 the gradient vanishes through depth, far
+  above it explodes. Present for networks of 3 layers or more.
+
+A pattern (see ``Thresholds``) produces a warning only after it holds for ``persist``
+consecutive records, and each (kind, place) warns at most once per run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ACTIVATIONS = ("ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softplus")
+SATURATION = 0.99  # |tanh| above, or sigmoid outside [1 - SATURATION, SATURATION]
+HEALTHY_RATIO = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    """When a recorded value counts as a problem.
+
+    Attributes:
+        ratio_low: update ratios of a weight matrix below this: the layer barely learns.
+            Not checked while the learning rate is under a tenth of its peak so far
+            (a decaying schedule makes updates small on purpose).
+        ratio_high: update ratios above this: steps too large for the weights.
+        dead: fraction of dead ReLU units above which a layer is reported.
+        saturated: fraction of saturated sigmoid/tanh outputs above which it is reported.
+        vanishing: depth_ratio below this: the gradient vanishes through depth.
+        exploding: depth_ratio above this: the gradient explodes through depth.
+        persist: consecutive records a pattern must hold before it is reported.
+    """
+
+    ratio_low: float = 1e-5
+    ratio_high: float = 1e-1
+    dead: float = 0.5
+    saturated: float = 0.25
+    vanishing: float = 1e-2
+    exploding: float = 1e2
+    persist: int = 3
+
+
+@dataclasses.dataclass
+class Problem:
+    """One pattern at one place, tracked over the records of a run.
+
+    Attributes:
+        kind: ``ratio_low``, ``ratio_high``, ``dead``, ``saturated``, ``vanishing`` or
+            ``exploding``.
+        where: the parameter (``"0.W"``), the layer (``"layer 1 (ReLU)"``) or ``"network"``.
+        first_step: step of the first record showing it.
+        records: how many records showed it.
+        worst: its most extreme value; ``worst_step`` the step of that record.
+        warned_step: step at which it had persisted long enough to warn, or None.
+    """
+
+    kind: str
+    where: str
+    first_step: int
+    records: int = 0
+    worst: float = 0.0
+    worst_step: int = 0
+    warned_step: int | None = None
+
+    def message(self, value: float) -> str:
+        """One log line for this problem at ``value``."""
+        if value == 0 and self.kind == "ratio_low":
+            return f"{self.where}: not updated at all, its gradient is zero (dead units above it?)"
+        if value == 0 and self.kind == "vanishing":
+            return f"{self.where}: no gradient reaches the first layer (dead units above it?)"
+        what = {
+            "ratio_low": f"update/weight ratio {value:.1e} (healthy is about {HEALTHY_RATIO:.0e}): "
+                         "this layer barely learns; the learning rate may be too low",
+            "ratio_high": f"update/weight ratio {value:.1e} (healthy is about {HEALTHY_RATIO:.0e}): "
+                          "steps are large next to the weights; the learning rate may be too high",
+            "dead": f"{value:.0%} of units dead (zero for every sample of the batch)",
+            "saturated": f"{value:.0%} of outputs saturated (local gradient below 0.01)",
+            "vanishing": f"gradient vanishes through depth: the first layer gets {value:.1e} "
+                         "times the gradient the last layer passes back",
+            "exploding": f"gradient explodes through depth: the first layer gets {value:.1e} "
+                         "times the gradient the last layer passes back",
+        }[self.kind]
+        return f"{self.where}: {what}"
+
+
+def _more_extreme(kind: str, a: float, b: float) -> bool:
+    """Whether value ``a`` is a worse case of ``kind`` than ``b``."""
+    return a < b if kind in ("ratio_low", "vanishing") else a > b
+
+
+class ProblemTracker:
+    """Finds problems in records, one record after another, and decides when to warn.
+
+    Args:
+        thresholds: what counts as a problem and how long it must persist.
+
+    Attributes:
+        problems: every (kind, where) seen so far -> ``Problem``, in order of appearance.
+    """
+
+    def __init__(self, thresholds: Thresholds = Thresholds()):
+        self.thresholds = thresholds
+        self.problems: dict[tuple[str, str], Problem] = {}
+        self._streak: dict[tuple[str, str], int] = {}
+        self._lr_peak = 0.0
+
+    def update(self, record: dict) -> list[str]:
+        """Take the next record; return the warning lines due now (usually none)."""
+        step = record["step"]
+        due = []
+        found = self.find(record)
+        for key in [k for k in self._streak if k not in found]:
+            del self._streak[key]
+        for key, value in found.items():
+            problem = self.problems.get(key)
+            if problem is None:
+                problem = self.problems[key] = Problem(*key, first_step=step, worst=value, worst_step=step)
+            problem.records += 1
+            if _more_extreme(problem.kind, value, problem.worst):
+                problem.worst, problem.worst_step = value, step
+            self._streak[key] = self._streak.get(key, 0) + 1
+            if problem.warned_step is None and self._streak[key] >= self.thresholds.persist:
+                problem.warned_step = step
+                due.append(f"step {step}: {problem.message(value)}")
+        return due
+
+    def find(self, record: dict) -> dict[tuple[str, str], float]:
+        """The problems one record shows: (kind, where) -> value."""
+        t = self.thresholds
+        lr = record.get("lr") or 0.0
+        self._lr_peak = max(self._lr_peak, lr)
+        found = {}
+        for name, stats in record["params"].items():
+            ratio = stats.get("update_ratio")
+            if ratio is None or not stats.get("matrix"):
+                continue
+            if ratio > t.ratio_high:
+                found["ratio_high", name] = ratio
+            elif ratio < t.ratio_low and lr >= 0.1 * self._lr_peak:
+                found["ratio_low", name] = ratio
+        for layer in record["layers"]:
+            where = f"layer {layer['layer']} ({layer['type']})"
+            if layer.get("dead", 0) > t.dead:
+                found["dead", where] = layer["dead"]
+            if layer.get("saturated", 0) > t.saturated:
+                found["saturated", where] = layer["saturated"]
+        depth = record.get("depth_ratio")
+        if depth is not None and depth < t.vanishing:
+            found["vanishing", "network"] = depth
+        elif depth is not None and depth > t.exploding:
+            found["exploding", "network"] = depth
+        return found
+
+
+def norm(a: np.ndarray) -> float:
+    """Frobenius norm of ``a`` (any shape), as a Python float."""
+    flat = a.ravel()
+    return math.sqrt(float(np.dot(flat, flat)))
+
+
+def _num(value: float) -> float | None:
+    """``value`` to 6 significant digits for the log; None if not finite."""
+    value = float(value)
+    return float(f"{value:.6g}") if math.isfinite(value) else None
+
+
+def activation_stats(layer, out: np.ndarray) -> dict:
+    """Statistics of an activation layer's output ``out``, (N, D); {} for other layers.
+
+    Returns:
+        ``mean`` and ``std``; plus ``dead`` for ReLU and ``saturated`` for Sigmoid/Tanh.
+    """
+    kind = type(layer).__name__
+    if kind not in ACTIVATIONS:
+        return {}
+    stats = {"mean": _num(out.mean()), "std": _num(out.std())}
+    if kind == "ReLU":
+        stats["dead"] = _num(1 - np.count_nonzero(out.any(axis=0)) / out.shape[1])
+    elif kind == "Sigmoid":
+        flat = np.count_nonzero((out < 1 - SATURATION) | (out > SATURATION))
+        stats["saturated"] = _num(flat / out.size)
+    elif kind == "Tanh":
+        stats["saturated"] = _num(np.count_nonzero(np.abs(out) > SATURATION) / out.size)
+    return stats
+
+
+def layer_stats(model, trace_f: list, trace_b: list) -> list[dict]:
+    """Per layer: ``dx_norm`` and, for activations, ``activation_stats``.
+
+    Args:
+        model: the Sequential the traces come from.
+        trace_f: outputs of layers 0..L-1, in order.
+        trace_b: the dx each layer returned, from layer L-1 down to layer 0.
+    """
+    n = len(model.layers)
+    rows = []
+    for i, (layer, out) in enumerate(zip(model.layers, trace_f)):
+        row = {"layer": i, "type": type(layer).__name__, "dx_norm": _num(norm(trace_b[n - 1 - i]))}
+        row.update(activation_stats(layer, out))
+        rows.append(row)
+    return rows
+
+
+def depth_ratio(layers: list[dict]) -> float | None:
+    """dx_norm of layer 1 over that of the last layer; None below 3 layers or at 0."""
+    if len(layers) < 3:
+        return None
+    first, last = layers[1]["dx_norm"], layers[-1]["dx_norm"]
+    if first is None or not last:
+        return None
+    return _num(first / last)
+
+
+def parameter_stats(model, before: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Per parameter: weight_norm, grad_norm, update_ratio and whether it is a matrix.
+
+    Args:
+        model: after the optimizer step.
+        before: copies of the parameters taken before it, by name.
+    """
+    stats = {}
+    for name, param, grad in model.parameters():
+        old = before[name]
+        old_norm = norm(old)
+        change = norm(param - old)
+        stats[name] = {
+            "weight_norm": _num(norm(param)),
+            "grad_norm": _num(norm(grad)),
+            "update_ratio": _num(change / old_norm) if old_norm > 0 else None,
+            "matrix": param.ndim == 2,
+        }
+    return stats
+
+
+class DiagnosticsRecorder:
+    """Records gradient flow every ``every`` steps into a JSON Lines file and warns.
+
+    The trainer, on a step where ``due(step)`` is true, runs forward and backward with
+    traces, then calls ``before_update(model)``, steps the optimizer and calls
+    ``after_update(...)``. Between due steps it costs nothing.
+
+    Args:
+        path: ``diagnostics.jsonl`` in the run folder (appended to).
+        every: record every this many steps (>= 1).
+        warn: called with one line per warning (e.g. ``console.warn``); None: silent.
+        thresholds: what counts as a problem.
+    """
+
+    def __init__(self, path: str | Path, every: int = 100, warn: Callable[[str], None] | None = None,
+                 thresholds: Thresholds = Thresholds()):
+        from nnback.train.jsonl import JsonlWriter
+
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.every = every
+        self.warn = warn
+        self.tracker = ProblemTracker(thresholds)
+        self._writer = JsonlWriter(path)
+        self._before: dict[str, np.ndarray] = {}
+
+    def due(self, step: int) -> bool:
+        """Whether the 1-based ``step`` about to be taken is recorded."""
+        return step % self.every == 0
+
+    def before_update(self, model) -> None:
+        """Copy the parameters, to measure the update the optimizer is about to make."""
+        self._before = {name: param.copy() for name, param, _ in model.parameters()}
+
+    def after_update(self, step: int, epoch: int, model, trace_f: list, trace_b: list, lr: float) -> dict:
+        """Write the record of this step, warn about persistent problems; return the record.
+
+        Args:
+            step: the 1-based step just taken.
+            epoch: the 1-based epoch it belongs to.
+            model: the Sequential, after the optimizer step.
+            trace_f: each layer's output of this step's forward pass, first layer first.
+            trace_b: each layer's dx of this step's backward pass, last layer first.
+            lr: the learning rate the step used.
+        """
+        if not self._before:
+            raise RuntimeError("after_update called without before_update on this step")
+        layers = layer_stats(model, trace_f, trace_b)
+        record = {"step": step, "epoch": epoch, "lr": _num(lr),
+                  "params": parameter_stats(model, self._before), "layers": layers,
+                  "depth_ratio": depth_ratio(layers)}
+        self._before = {}
+        self._writer.write(record)
+        for line in self.tracker.update(record):
+            if self.warn is not None:
+                self.warn(line)
+        return record
+
+    def close(self) -> None:
+        self._writer.close()

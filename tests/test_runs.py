@@ -1,0 +1,147 @@
+import csv
+import io
+import json
+
+import pytest
+import yaml
+
+from nnback.errors import NnbackError
+from nnback.runs import differing_keys, duration, find_runs, flatten, load_run, run_labels, runs_table
+
+BASE = {
+    "name": "digits-mlp",
+    "seed": 0,
+    "model": {"layers": [{"type": "linear", "units": 64}, {"type": "relu"},
+                         {"type": "linear", "units": "auto"}]},
+    "optimizer": {"type": "sgd", "lr": 0.1, "momentum": 0.9},
+    "train": {"epochs": 3, "batch_size": 64, "checkpoint": {"keep": 3}},
+    "output": {"dir": "runs"},
+}
+
+
+def make_run(folder, lr=0.1, units=64, val_losses=(1.0, 0.5, 0.6), status="completed", test_acc=0.9,
+             seconds=12.5, name="digits-mlp"):
+    """A run folder as the trainer writes it: config.yaml, metrics.jsonl, summary.json."""
+    folder.mkdir(parents=True)
+    config = json.loads(json.dumps(BASE))
+    config["name"] = name
+    config["optimizer"]["lr"] = lr
+    config["model"]["layers"][0]["units"] = units
+    config["output"]["dir"] = str(folder.parent)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    records = [{"epoch": e + 1, "step": 10 * (e + 1), "train_loss": 2 * v, "val_loss": v,
+                "val_accuracy": 1 - v / 2, "lr": lr / (e + 1), "seconds": 4.0 * (e + 1)}
+               for e, v in enumerate(val_losses)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if status is not None:
+        summary = {"name": name, "status": status, "epochs": len(records), "steps": 10 * len(records),
+                   "best": {}, "final": {"test_loss": 0.3, "test_accuracy": test_acc},
+                   "wall_seconds": seconds}
+        (folder / "summary.json").write_text(json.dumps(summary))
+    return folder
+
+
+@pytest.fixture
+def three_runs(tmp_path):
+    make_run(tmp_path / "a" / "r1", lr=0.1, val_losses=(1.0, 0.5, 0.6), test_acc=0.91)
+    make_run(tmp_path / "a" / "r2", lr=0.01, val_losses=(1.2, 0.9, 0.7), test_acc=0.85, seconds=75)
+    make_run(tmp_path / "b", lr=0.3, val_losses=(2.0,), status="diverged", test_acc=None)
+    return tmp_path
+
+
+def test_flatten_gives_dotted_keys_and_list_indices():
+    assert flatten({"a": {"b": 1, "c": [{"d": 2}, 3]}, "e": []}) == {
+        "a.b": 1, "a.c[0].d": 2, "a.c[1]": 3, "e": []}
+
+
+def test_differing_keys_skip_names_and_output_folders():
+    other = json.loads(json.dumps(BASE))
+    other["name"] = "x"
+    other["output"]["dir"] = "elsewhere"
+    other["train"]["checkpoint"]["keep"] = 1
+    other["optimizer"]["lr"] = 0.5
+    del other["seed"]
+    assert differing_keys([BASE, other]) == ["optimizer.lr", "seed"]
+
+
+def test_find_runs_recurses_and_load_run_reads_everything(three_runs):
+    found = find_runs(three_runs)
+    assert [p.relative_to(three_runs).as_posix() for p in found] == ["a/r1", "a/r2", "b"]
+    run = load_run(found[0])
+    assert (run.name, run.status, len(run.metrics)) == ("digits-mlp", "completed", 3)
+    assert run.config["optimizer"]["lr"] == 0.1
+
+
+def test_a_folder_without_config_is_not_a_run(tmp_path):
+    with pytest.raises(NnbackError, match="not a run folder"):
+        load_run(tmp_path)
+    with pytest.raises(NnbackError, match="no such folder"):
+        runs_table(tmp_path / "missing")
+
+
+def test_run_labels_name_the_differing_hyperparameters(tmp_path):
+    runs = [load_run(make_run(tmp_path / str(i), lr=lr)) for i, lr in enumerate((0.1, 0.01))]
+    assert run_labels(runs) == ["digits-mlp (lr=0.1)", "digits-mlp (lr=0.01)"]
+    twins = [load_run(make_run(tmp_path / name)) for name in ("t1", "t2")]
+    assert run_labels(twins) == ["digits-mlp [t1]", "digits-mlp [t2]"]
+
+
+def test_table_shows_differing_keys_best_metric_and_its_epoch(three_runs):
+    lines = runs_table(three_runs).splitlines()
+    assert lines[0].split() == ["run", "name", "status", "optimizer.lr", "best_val_loss", "best_val_accuracy",
+                                "best_epoch", "test_accuracy", "epochs", "seconds"]
+    assert lines[1].split() == ["a/r1", "digits-mlp", "completed", "0.1", "0.5", "0.75", "2", "0.91", "3",
+                                "12.5s"]
+    assert lines[2].split() == ["a/r2", "digits-mlp", "completed", "0.01", "0.7", "0.65", "3", "0.85", "3",
+                                "1m15s"]
+    assert lines[3].split() == ["b", "digits-mlp", "diverged", "0.3", "2", "0", "1", "-", "1", "12.5s"]
+
+
+def test_sort_by_best_validation_and_filter_by_status(three_runs):
+    rows = json.loads(runs_table(three_runs, sort="val_accuracy", fmt="json"))
+    assert [r["run"] for r in rows] == ["a/r1", "a/r2", "b"]
+    rows = json.loads(runs_table(three_runs, sort="val_loss", fmt="json"))
+    assert [(r["run"], r["best_val_loss"]) for r in rows] == [("a/r1", 0.5), ("a/r2", 0.7), ("b", 2.0)]
+    rows = json.loads(runs_table(three_runs, sort="optimizer.lr", fmt="json"))
+    assert [r["optimizer.lr"] for r in rows] == [0.01, 0.1, 0.3]
+    rows = json.loads(runs_table(three_runs, status="diverged,interrupted", fmt="json"))
+    assert [r["run"] for r in rows] == ["b"]
+    assert runs_table(three_runs, status="failed") == f"no runs under {three_runs}"
+
+
+def test_csv_format_is_parseable(three_runs):
+    rows = list(csv.DictReader(io.StringIO(runs_table(three_runs, fmt="csv"))))
+    assert [r["run"] for r in rows] == ["a/r1", "a/r2", "b"]
+    assert rows[1]["seconds"] == "75"
+    assert rows[2]["test_accuracy"] == ""
+
+
+def test_runs_without_summary_are_incomplete_and_use_the_log(tmp_path):
+    make_run(tmp_path / "live", status=None)
+    (row,) = json.loads(runs_table(tmp_path, fmt="json"))
+    assert (row["status"], row["epochs"], row["seconds"]) == ("incomplete", 3, 12.0)
+
+
+def test_early_stopping_metric_is_the_one_ranked(tmp_path):
+    for name, losses in (("x", (0.9, 0.4)), ("y", (0.8, 0.7))):
+        run = make_run(tmp_path / name, val_losses=losses)
+        summary = json.loads((run / "summary.json").read_text())
+        summary["best"] = {"val_loss": min(losses)}
+        (run / "summary.json").write_text(json.dumps(summary))
+    rows = json.loads(runs_table(tmp_path, sort="val_loss", fmt="json"))
+    assert [(r["run"], r["best_val_loss"], r["best_epoch"]) for r in rows] == [("x", 0.4, 2), ("y", 0.7, 2)]
+    assert list(rows[0])[-6:-4] == ["best_val_accuracy", "best_val_loss"]  # the ranked one next to its epoch
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"sort": "speed"}, "--sort speed: no such column"),
+    ({"status": "done"}, "--status done: choose from"),
+    ({"fmt": "xml"}, "--format xml: choose one of table, csv, json"),
+])
+def test_bad_options_name_the_choices(three_runs, kwargs, message):
+    with pytest.raises(NnbackError, match=message):
+        runs_table(three_runs, **kwargs)
+
+
+def test_duration_formats():
+    assert [duration(s) for s in (3.25, 65, 3725)] == ["3.2s", "1m05s", "1h02m"]
