@@ -26,11 +26,21 @@ LOSS_TASK = {
 
 
 def output_units(exp, task: str, n_outputs: int, source: str) -> int:
-    """Units of the last layer: classes, 1 for binary cross-entropy, or regression targets."""
+    """Units of the last layer: classes, 1 for binary cross-entropy, or regression targets.
+
+    Raises:
+        ConfigError: the loss, or the early-stopping metric, does not fit the task.
+    """
     loss = exp.loss.type
     if LOSS_TASK[loss] != task:
         raise ConfigError(
             f"{source}: loss: '{loss}' needs {LOSS_TASK[loss]} data, but data.source gives {task} targets"
+        )
+    stopping = exp.train.early_stopping
+    if stopping is not None and stopping.metric == "val_accuracy" and task != "classification":
+        raise ConfigError(
+            f"{source}: train.early_stopping.metric: 'val_accuracy' needs classification data; "
+            f"use val_loss for {task}"
         )
     if loss == "bce_with_logits":
         if n_outputs != 2:
@@ -57,8 +67,6 @@ def build_model(exp, n_features: int, units_out: int, rng: np.random.Generator, 
                     f"{source}: {key}[{i}].units: is {units}, but the data and loss need {units_out} "
                     f"outputs (write units: auto)"
                 )
-            if units == "auto" and i != last_linear:
-                raise ConfigError(f"{source}: {key}[{i}].units: 'auto' is only for the last linear layer")
             kwargs["out_features"] = units_out if units == "auto" else units
         layer = _construct(LAYERS[spec.type], kwargs, width, dtype, rng)
         width = layer.output_features(width)

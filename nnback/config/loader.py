@@ -7,12 +7,14 @@ Every problem is reported in one ``ConfigError``, one line each, in the form
 from __future__ import annotations
 
 import difflib
+import re
 import typing
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from nnback.config.data import DATA_VARIANTS
 from nnback.config.schema import Experiment
 from nnback.errors import ConfigError
 
@@ -27,13 +29,28 @@ def read_yaml(path: str | Path) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: {_yaml_error(exc)}") from None
     if not isinstance(raw, dict):
         kind = "empty" if raw is None else f"a {type(raw).__name__}"
         raise ConfigError(f"{path}: the file must be a YAML mapping of sections, but it is {kind}")
     return raw
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects a key written twice in one mapping (YAML would
+    silently keep the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice in the same mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _yaml_error(exc: yaml.YAMLError) -> str:
@@ -116,27 +133,77 @@ def load_config(path: str | Path, overrides: typing.Iterable[str] = ()) -> Exper
 
 
 def format_errors(exc: ValidationError, raw: dict, source: str) -> list[str]:
-    """One line per distinct key path, ``source: path: message``."""
+    """One line per distinct key path, ``source: path: message``.
+
+    A missing key that an unknown key beside it misspells (``optimzer``) is reported
+    once, as the unknown key with its suggestion. Keys of another variant of a section
+    whose tag is wrong (``classes`` under ``data.source: spirall``) are left to the
+    tag's own error.
+    """
+    problems = [_problem(error, raw) for error in exc.errors()]
+    paths = {tuple(p.path) for p in problems}
+    misspelt = {(tuple(p.path[:-1]), p.meant) for p in problems if p.meant}
     lines, seen = [], set()
-    for error in exc.errors():
-        path = _clean_path(error["loc"], raw, error["type"] in ("missing", "extra_forbidden"))
-        key = tuple(path)
-        if key in seen:
+    for p in problems:
+        key = tuple(p.path)
+        if (key in seen or (p.message == MISSING and (key[:-1], key[-1]) in misspelt)
+                or (p.other_variant and {key[:-1] + ("type",), key[:-1] + ("source",)} & paths)):
             continue
         seen.add(key)
-        message = _message(error, path, raw)
-        where = _dotted(path)
-        lines.append(f"{source}: {where}: {message}" if where else f"{source}: {message}")
+        where = _dotted(p.path)
+        lines.append(f"{source}: {where}: {p.message}" if where else f"{source}: {p.message}")
     return lines
 
 
-def _clean_path(loc, raw, names_key: bool) -> list:
+MISSING = "required key is missing"
+# A check's message that starts with the key it is about: "units: must be positive".
+_KEY_PREFIX = re.compile(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[\d+\])*): (.+)", re.DOTALL)
+
+
+class _Problem(typing.NamedTuple):
+    path: list
+    message: str
+    meant: str | None = None  # the valid key an unknown key probably misspells
+    other_variant: bool = False  # an unknown key that another variant of its section has
+
+
+def _problem(error: dict, raw: dict) -> _Problem:
+    """The key path and message of one pydantic error."""
+    kind = error["type"]
+    path, variant = _clean_path(error["loc"], raw, kind in ("missing", "extra_forbidden"))
+    if kind == "extra_forbidden":
+        valid = _valid_keys(path[:-1], raw, variant)
+        given = str(path[-1])
+        meant = _closest(given, valid)
+        if meant:
+            message = f"unknown key {given!r} (did you mean {meant!r}?)"
+        else:
+            message = f"unknown key {given!r}; valid keys: {', '.join(sorted(valid))}"
+        return _Problem(path, message, meant, given in _valid_keys(path[:-1], raw))
+    if kind == "value_error":
+        message = str(error.get("ctx", {}).get("error", error["msg"]))
+        match = _KEY_PREFIX.fullmatch(message)
+        if match:
+            parts = [int(p[1:-1]) if p[0] == "[" else p for p in re.findall(r"\[\d+\]|\w+", match[1])]
+            if parts[0] in _valid_keys(path, raw, variant):
+                return _Problem(path + parts, match[2])
+        return _Problem(path, message)
+    if kind == "union_tag_invalid" and isinstance(_node_at(path, raw), dict):
+        path = path + ["type"]
+    return _Problem(path, _message(error))
+
+
+def _clean_path(loc, raw, names_key: bool) -> tuple[list, str | None]:
     """Drop the union tags and member names pydantic adds to ``loc``.
 
     ``names_key``: the error is about a key itself (missing or unknown), so a last
     part absent from the data is kept.
+
+    Returns:
+        (the key path in the data, the last dropped tag: the variant of the innermost
+        tagged section, e.g. ``"sgd"`` or ``"file"``, or None).
     """
-    path, node = [], raw
+    path, node, variant = [], raw, None
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
         if isinstance(node, dict):
@@ -145,10 +212,14 @@ def _clean_path(loc, raw, names_key: bool) -> list:
                 node = node[part]
             elif last and names_key:
                 path.append(part)
+            else:
+                variant = part
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             path.append(part)
             node = node[part]
-    return path
+        else:
+            variant = part
+    return path, variant
 
 
 def _dotted(path: list) -> str:
@@ -162,14 +233,15 @@ def _got(value) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def _message(error: dict, path: list, raw: dict) -> str:
+def _number(value) -> str:
+    """A limit as a person writes it: ``0`` rather than ``0.0``."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _message(error: dict) -> str:
     kind, ctx, value = error["type"], error.get("ctx", {}), error.get("input")
-    if kind == "extra_forbidden":
-        valid = _valid_keys(path[:-1], raw)
-        hint = _suggest(str(path[-1]), valid)
-        return f"unknown key{hint}" + (f"; valid keys: {', '.join(sorted(valid))}" if valid and not hint else "")
     if kind == "missing":
-        return "required key is missing"
+        return MISSING
     bounds = {
         "greater_than": ("greater than", "gt"),
         "greater_than_equal": ("at least", "ge"),
@@ -178,13 +250,13 @@ def _message(error: dict, path: list, raw: dict) -> str:
     }
     if kind in bounds:
         words, name = bounds[kind]
-        return f"must be {words} {ctx[name]} (got {_got(value)})"
+        return f"must be {words} {_number(ctx[name])} (got {_got(value)})"
     if kind in ("union_tag_invalid", "literal_error"):
         choices = _choices(ctx.get("expected_tags") or ctx.get("expected", ""))
         given = ctx.get("tag", value)
-        hint = _suggest(str(given), choices)
-        key = "type: " if kind == "union_tag_invalid" else ""
-        return f"{key}unknown value {_got(given)}{hint}; choose from {', '.join(choices)}"
+        meant = _closest(str(given), choices)
+        hint = f" (did you mean {meant!r}?)" if meant else ""
+        return f"unknown value {_got(given)}{hint}; choose from {', '.join(choices)}"
     if kind == "union_tag_not_found":
         return "missing 'type' (which kind of entry this is)"
     if kind in ("int_parsing", "int_type", "int_from_float"):
@@ -199,8 +271,6 @@ def _message(error: dict, path: list, raw: dict) -> str:
         return f"must be a list (got {_got(value)})"
     if kind in ("string_type",):
         return f"must be a string (got {_got(value)})"
-    if kind == "value_error":
-        return str(ctx.get("error", error["msg"]))
     return error["msg"][:1].lower() + error["msg"][1:]
 
 
@@ -208,13 +278,24 @@ def _choices(expected: str) -> list[str]:
     return [part.strip(" '\"") for part in expected.replace(" or ", ",").split(",") if part.strip(" '\"")]
 
 
-def _suggest(given: str, valid) -> str:
+def _closest(given: str, valid) -> str | None:
     close = difflib.get_close_matches(given, list(valid), n=1, cutoff=0.6)
-    return f" '{given}' (did you mean '{close[0]}'?)" if close else f" '{given}'"
+    return close[0] if close else None
 
 
-def _valid_keys(path: list, raw: dict) -> set[str]:
-    """The field names of the section at ``path``, found by walking the schema."""
+def _node_at(path: list, raw: dict):
+    node = raw
+    for part in path:
+        node = node[part]
+    return node
+
+
+def _valid_keys(path: list, raw: dict, variant: str | None = None) -> set[str]:
+    """The field names of the section at ``path``, found by walking the schema.
+
+    ``variant``: the tag pydantic chose for that section (from the error location);
+    otherwise the section's own ``type``/``source`` picks it, if it names one.
+    """
     models: list[type[BaseModel]] = [Experiment]
     node = raw
     for part in path:
@@ -228,7 +309,8 @@ def _valid_keys(path: list, raw: dict) -> set[str]:
                 nxt.extend(_models_in(field.annotation))
         models = nxt
     tag = (node.get("type") or node.get("source")) if isinstance(node, dict) else None
-    fitting = [m for m in models if tag is None or tag in _tags_of(m)] or models
+    fitting = ([m for m in models if variant in _tags_of(m) or DATA_VARIANTS.get(variant) is m]
+               or [m for m in models if tag in _tags_of(m)] or models)
     return {name for model in fitting for name in model.model_fields}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from nnback.config.data import DataConfig
 
@@ -96,7 +96,9 @@ class MLPSpec(Section):
         """The explicit layer specs this compact form stands for."""
         layers: list[dict] = []
         for units in self.hidden:
-            layers.append({"type": "linear", "units": units, "init": self.init})
+            # a bias before batchnorm is cancelled by its mean subtraction: leave it out
+            layers.append({"type": "linear", "units": units, "init": self.init,
+                           "bias": self.norm != "batchnorm"})
             if self.norm != "none":
                 layers.append({"type": self.norm})
             layers.append({"type": self.activation})
@@ -126,6 +128,10 @@ class ModelConfig(Section):
             raise ValueError("give exactly one of 'layers' or 'mlp'")
         if self.layers is not None and not self.layers:
             raise ValueError("layers: needs at least one layer")
+        linear = [i for i, spec in enumerate(self.layer_specs()) if spec.type == "linear"]
+        for i in linear[:-1]:
+            if self.layer_specs()[i].units == "auto":
+                raise ValueError(f"layers[{i}].units: 'auto' is only for the last linear layer")
         return self
 
     def layer_specs(self) -> list:
@@ -270,15 +276,21 @@ class TrainConfig(Section):
     )
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="When to checkpoint.")
     divergence: DivergenceSpec = Field(default_factory=DivergenceSpec, description="Non-finite loss policy.")
-    diagnostics: DiagnosticsSpec | None = Field(None, description="Gradient-flow recording.")
+    diagnostics: DiagnosticsSpec | None = Field(
+        default_factory=DiagnosticsSpec,
+        description="Gradient-flow recording to diagnostics.jsonl (on by default; null turns it off).",
+    )
 
-    @model_validator(mode="after")
-    def _max_time(self):
-        if self.max_time is not None:
-            from nnback.train.timeparse import parse_duration
+    @field_validator("max_time", mode="before")
+    @classmethod
+    def _duration(cls, value):
+        """A number of seconds or a text like '1h30m'; kept as text."""
+        if value is None:
+            return None
+        from nnback.train.timeparse import parse_duration
 
-            parse_duration(self.max_time)
-        return self
+        parse_duration(value)
+        return str(value)
 
 
 class OutputConfig(Section):
@@ -314,8 +326,13 @@ class Experiment(Section):
     def _cross_checks(self):
         if self.schedule.warmup_epochs >= self.train.epochs:
             raise ValueError(
-                f"schedule.warmup_epochs: must be less than train.epochs ({self.train.epochs}), "
-                f"got {self.schedule.warmup_epochs}"
+                f"schedule.warmup_epochs: must be less than train.epochs ({self.train.epochs}) "
+                f"(got {self.schedule.warmup_epochs:g})"
+            )
+        if self.train.early_stopping is not None and not self._has_validation():
+            raise ValueError(
+                "train.early_stopping: needs a validation split: set data.split.val (e.g. 0.15)"
+                + (" or a data.val file" if hasattr(self.data, "val") else "")
             )
         last = self.model.layer_specs()[-1]
         if not isinstance(last, LinearSpec):
@@ -324,3 +341,6 @@ class Experiment(Section):
             )
         return self
 
+    def _has_validation(self) -> bool:
+        """The data gives a validation split: a fraction, or a val file."""
+        return self.data.split.val > 0 or getattr(self.data, "val", None) is not None

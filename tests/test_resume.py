@@ -1,0 +1,149 @@
+"""A run stopped after epoch k and continued with ``--resume`` ends exactly where an
+uninterrupted run ends: same weights, same metrics, same summary.
+
+Two ways to stop: the trainer's own stop request (what SIGTERM/SIGINT set), raised at
+the end of epoch k's evaluation, so training stops one step into epoch k + 1 with a
+checkpoint; and a hard kill right after the checkpoint of epoch k, rebuilt from the
+uninterrupted run's files (the later checkpoints, final weights and summary never
+written, best.npz as it stood then).
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from nnback.cli import app
+from nnback.errors import EXIT_SIGTERM
+from nnback.train.trainer import Trainer
+
+EXPERIMENT = {
+    "name": "resume",
+    "seed": 5,
+    "data": {"source": "spiral", "classes": 3, "points_per_class": 40,
+             "split": {"val": 0.25}, "preprocess": "standardize"},
+    "model": {"mlp": {"hidden": [24], "dropout": 0.2}},
+    "loss": "softmax_cross_entropy",
+    "optimizer": {"type": "adam", "lr": 0.05},
+    "schedule": {"type": "cosine", "warmup_epochs": 1},
+    "train": {"epochs": 6, "batch_size": 16,
+              "early_stopping": {"metric": "val_loss", "patience": 10},
+              "checkpoint": {"keep": 100}},
+}
+STOP_AFTER = 3
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def weights(run: Path) -> dict:
+    with np.load(run / "model.npz", allow_pickle=False) as saved:
+        return {name: saved[name] for name in saved.files if name != "meta"}
+
+
+def metrics(run: Path) -> list[dict]:
+    timing = ("seconds", "samples_per_second")
+    return [{k: v for k, v in json.loads(line).items() if k not in timing}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def resume_to_the_end(config: Path, run: Path, reference: Path):
+    result = invoke("train", config, "--out", run, "--resume", "-q")
+    assert result.exit_code == 0, result.output
+    assert_same_run(run, reference)
+
+
+def assert_same_run(resumed: Path, reference: Path):
+    a, b = weights(resumed), weights(reference)
+    assert sorted(a) == sorted(b)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert metrics(resumed) == metrics(reference)
+    summaries = [json.loads((run / "summary.json").read_text()) for run in (resumed, reference)]
+    for key in ("status", "epochs", "steps", "best_epoch", "best", "final"):
+        assert summaries[0][key] == summaries[1][key], key
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run."""
+    folder = tmp_path_factory.mktemp("resume")
+    config = folder / "resume.yaml"
+    config.write_text(yaml.safe_dump(EXPERIMENT))
+    result = invoke("train", config, "--out", folder / "reference", "-q")
+    assert result.exit_code == 0, result.output
+    return config, folder / "reference"
+
+
+def test_reference_run_is_a_real_test(reference):
+    _, run = reference
+    records = metrics(run)
+    assert len(records) == EXPERIMENT["train"]["epochs"]
+    assert records[0]["step"] == 6  # 90 training points in batches of 16
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert STOP_AFTER < summary["best_epoch"] < summary["epochs"]  # the best weights are restored
+
+
+def test_stop_request_then_resume(reference, tmp_path, monkeypatch):
+    config, ref = reference
+    evaluate = Trainer._evaluate
+
+    def stop_after_epoch(self, *args):
+        evaluate(self, *args)
+        if self.progress.epoch == STOP_AFTER and self.progress.batch == 0:
+            self.stop_reason = "SIGTERM"
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_evaluate", stop_after_epoch)
+        stopped = invoke("train", config, "--out", run, "-q")
+    assert stopped.exit_code == EXIT_SIGTERM
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["status"], summary["epochs"], summary["steps"]) == ("interrupted", STOP_AFTER, 19)
+    assert not (run / "model.npz").exists()
+    resume_to_the_end(config, run, ref)
+
+
+def test_killed_after_a_checkpoint_then_resume(reference, tmp_path):
+    config, ref = reference
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    checkpoints = run / "checkpoints"
+    step = 6 * STOP_AFTER
+    for path in checkpoints.iterdir():
+        if path.name in ("last.npz", "best.npz") or int(path.stem.split("-")[1]) > step:
+            path.unlink()
+    (run / "model.npz").unlink()
+    (run / "summary.json").unlink()
+    shutil.copy(checkpoints / f"step-{step:09d}.npz", checkpoints / "last.npz")
+    # best.npz as it was then: the weights of the best evaluation so far, which the
+    # checkpoint written right after that evaluation holds too.
+    best = min(metrics(run)[:STOP_AFTER], key=lambda record: record["val_loss"])
+    shutil.copy(checkpoints / f"step-{best['step']:09d}.npz", checkpoints / "best.npz")
+    assert len(metrics(run)) > STOP_AFTER  # lines written after the checkpoint are dropped
+    resume_to_the_end(config, run, ref)
+
+
+def test_resume_of_a_finished_run_changes_nothing(reference, tmp_path):
+    config, ref = reference
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    result = invoke("train", config, "--out", run, "--resume")
+    assert result.stdout.strip().endswith("the run is already completed")
+    resume_to_the_end(config, run, ref)
+
+
+def test_resume_refuses_a_changed_config(reference, tmp_path):
+    config, ref = reference
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    result = invoke("train", config, "--out", run, "--resume", "--set", "optimizer.lr=0.1")
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: {run}: the saved config differs in optimizer.lr; "
+                             f"add --force to resume anyway\n")
