@@ -94,7 +94,7 @@ def _set_path(node, parts: list[str], value, item: str) -> None:
         last = depth == len(parts) - 1
         where = ".".join(parts[: depth + 1])
         if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
+            if not (part.isascii() and part.isdigit()) or int(part) >= len(node):
                 raise ConfigError(f"--set {item}: {where}: no list item {part} (the list has {len(node)})")
             index = int(part)
             if last:

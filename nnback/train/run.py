@@ -53,51 +53,69 @@ def train(config: str | Path, *, overrides=(), out: str | Path | None = None, re
     if run_dir is not None and skip_if_done and _is_done(run_dir, resolved):
         console.info(f"{run_dir}: already holds a completed run of this config; nothing to do")
         return EXIT_OK
-    if run_dir is not None:
-        _check_reusable(run_dir, resolved, resume, force)
-    budget = parse_duration(max_time) if max_time else (
-        parse_duration(exp.train.max_time) if exp.train.max_time else None)
+    budget = _budget(max_time, exp.train.max_time)
     started = time.monotonic()
     bundle = load_data(exp.data, seed=exp.seed, base_dir=Path.cwd())
+    trainer = Trainer(exp, bundle, console, source, deadline=started + budget if budget else None)
     run_dir = run_dir if run_dir is not None else _new_run_dir(exp)
     check_writable(run_dir)
     with RunLock(run_dir):
+        _check_reusable(run_dir, resolved, resume, force)
         remove_temp_files(run_dir)
         remove_temp_files(run_dir / "checkpoints")
-        deadline = started + budget if budget else None
-        trainer = Trainer(exp, bundle, run_dir, console, source, deadline=deadline)
+        trainer.open(run_dir)
         state_bytes = sum(a.nbytes for a in trainer.checkpoint_arrays().values())
         check_free_space(run_dir, (exp.train.checkpoint.keep + 4) * state_bytes + (1 << 20))
         if resume and _resume(trainer, console):
-            return EXIT_OK
+            return _finish(trainer, trainer.progress.status) if _outputs_missing(run_dir) else EXIT_OK
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-        console.info(f"run folder {run_dir}  ({trainer.model.num_parameters():,} parameters, "
-                     f"{len(bundle.train)} training samples)")
-        with _stop_on_signals(trainer):
-            try:
+        try:
+            with _stop_on_signals(trainer):
+                console.info(f"run folder {run_dir}  ({trainer.model.num_parameters():,} parameters, "
+                             f"{len(bundle.train)} training samples)")
                 status = trainer.fit()
-            except Diverged as exc:
-                _write_summary(trainer, "diverged", exc.exit_code, error=str(exc))
-                raise
-        return _finish(trainer, status)
+            return _finish(trainer, status)
+        except Diverged as exc:
+            _write_summary(trainer, "diverged", exc.exit_code, error=str(exc))
+            raise
+
+
+def _budget(max_time: str | None, configured: str | None) -> float | None:
+    """Seconds of the --max-time option, else of ``train.max_time``; None for no limit."""
+    if not max_time:
+        return parse_duration(configured) if configured else None
+    try:
+        return parse_duration(max_time)
+    except ValueError as exc:
+        raise ConfigError(f"--max-time: {exc}") from None
+
+
+def _outputs_missing(run_dir: Path) -> bool:
+    """A finished run killed before writing model.npz and summary.json."""
+    summary = _read_summary(run_dir)
+    return not (run_dir / "model.npz").exists() or summary is None or summary.get("status") not in DONE
 
 
 def _resume(trainer: Trainer, console) -> bool:
     """Load the newest good checkpoint; True if that run was already finished."""
+    logs = [trainer.run_dir / "metrics.jsonl", trainer.run_dir / "diagnostics.jsonl"]
     found = trainer.store.load_latest()
     if found is None:
         console.info("no checkpoint found; starting fresh")
+        for log in logs:
+            truncate_after(log, 0)  # records of a run killed before its first checkpoint
         return False
     arrays, meta, path, _ = found
     for line in found.warnings():
         console.warn(line)
     best = trainer.store.load_best()
     trainer.restore(arrays, meta, best)
-    truncate_after(trainer.run_dir / "metrics.jsonl", trainer.progress.step)
     p = trainer.progress
     if p.status in DONE:
         console.info(f"{trainer.run_dir}: the run is already {p.status}")
         return True
+    for log in logs:
+        truncate_after(log, p.step)
     p.status = "running"
     console.info(f"resuming from {path} at epoch {p.epoch + 1}, step {p.step}")
     return False
@@ -134,8 +152,7 @@ def _write_summary(trainer: Trainer, status: str, exit_code: int, final: dict | 
         "epochs": p.epoch,
         "steps": p.step,
         "best_epoch": p.best_epoch or None,
-        "best": {trainer.exp.train.early_stopping.metric: p.best_value}
-        if trainer.exp.train.early_stopping and p.best_value is not None else {},
+        "best": {trainer.best_metric(): p.best_value} if p.best_value is not None else {},
         "final": final or {},
         "last": _last_record(trainer.run_dir / "metrics.jsonl"),
         "wall_seconds": round(p.train_seconds, 3),

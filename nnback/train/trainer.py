@@ -18,13 +18,14 @@ import numpy as np
 
 from nnback.build import build_loss, build_model, build_optimizer, build_schedule, output_units
 from nnback.build import steps_per_epoch
+from nnback.diagnostics import DiagnosticsRecorder
 from nnback.errors import ConfigError
 from nnback.layers import BatchNorm1d
 from nnback.optim import clip_grad_norm
 from nnback.train.checkpoint import CheckpointStore
 from nnback.train.evaluate import evaluate
 from nnback.train.jsonl import JsonlWriter
-from nnback.train.divergence import Diverged, find_nonfinite
+from nnback.train.divergence import Diverged, find_nonfinite, find_nonfinite_grad
 from nnback.train.snapshot import model_arrays, restore_arrays, run_meta
 
 @dataclasses.dataclass
@@ -50,17 +51,20 @@ class Progress:
 class Trainer:
     """Trains one experiment on one data bundle into one run folder.
 
+    Building a Trainer builds the model, loss, optimizer and schedule, so everything that
+    does not fit the data fails here, before any folder exists; ``open(run_dir)`` then
+    binds the run folder.
+
     Args:
         exp: validated experiment.
         bundle: the loaded data (train/val/test splits, task, classes).
-        run_dir: the run folder (already created, locked and checked writable).
         console: where progress lines go.
         source: the config file name, for error messages.
         deadline: ``time.monotonic()`` by which to stop with a checkpoint, or None.
     """
 
-    def __init__(self, exp, bundle, run_dir: Path, console, source: str, deadline: float | None = None):
-        self.exp, self.bundle, self.run_dir, self.console = exp, bundle, Path(run_dir), console
+    def __init__(self, exp, bundle, console, source: str, deadline: float | None = None):
+        self.exp, self.bundle, self.console = exp, bundle, console
         self.deadline = deadline
         self.classification = bundle.task == "classification"
         if exp.train.early_stopping is not None and bundle.val is None:
@@ -80,16 +84,22 @@ class Trainer:
             self.steps_in_epoch -= 1  # a batch of one sample has no batch statistics
         self.total_steps = exp.train.epochs * self.steps_in_epoch
         self.lr_at = build_schedule(exp, self.steps_in_epoch)
-        self.store = CheckpointStore(self.run_dir, keep=exp.train.checkpoint.keep)
+        self.run_dir: Path | None = None
+        self.store: CheckpointStore | None = None
         self.metrics = None  # opened by fit(), after a resume has trimmed the file
         self.progress = Progress()
         self.best_state: dict | None = None
         self.stop_reason: str | None = None  # set by a signal handler: "SIGTERM" / "SIGINT"
-        self.diagnostics = None  # set by the caller to record gradient flow
+        self.diagnostics = None  # a DiagnosticsRecorder while fit() runs, if configured
         self._last_checkpoint = time.monotonic()
         self._step_seconds = 0.0
         self._checkpoint_seconds = 0.5
         self._eval_seconds = 0.0
+
+    def open(self, run_dir: Path) -> None:
+        """Bind the run folder (created, locked and checked writable by the caller)."""
+        self.run_dir = Path(run_dir)
+        self.store = CheckpointStore(self.run_dir, keep=self.exp.train.checkpoint.keep)
 
     # --- state -------------------------------------------------------------------
 
@@ -139,12 +149,31 @@ class Trainer:
             the final status: ``completed``, ``early_stopped``, ``time_limit`` or
             ``interrupted`` (``Diverged`` is raised).
         """
+        self.metrics = JsonlWriter(self.run_dir / "metrics.jsonl")
+        spec = self.exp.train.diagnostics
+        if spec is not None:
+            self.diagnostics = DiagnosticsRecorder(self.run_dir / "diagnostics.jsonl", every=spec.every,
+                                                   warn=self.console.warn)
+        try:
+            # Non-finite values are detected and reported by the loop, not by numpy warnings.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                self._loop()
+        finally:
+            self.metrics.close()
+            if self.diagnostics is not None:
+                self.diagnostics.close()
+                self.diagnostics = None
+        if self.progress.status == "running":
+            self.progress.status = "completed"
+        return self.progress.status
+
+    def _loop(self) -> None:
+        """The epochs and steps of ``fit``; leaves ``progress.status`` as it ends."""
         cfg = self.exp.train
         p = self.progress
         train = self.bundle.train
         n, bs = len(train), cfg.batch_size
         batch_x = np.empty((bs, self.bundle.n_features), dtype=self.model.dtype)
-        self.metrics = JsonlWriter(self.run_dir / "metrics.jsonl")
         started = time.monotonic()
         try:
             while p.epoch < cfg.epochs and p.status == "running":
@@ -165,7 +194,9 @@ class Trainer:
                         self._evaluate(time.monotonic() - started)
                     if p.status != "running" or self._must_stop():
                         break
-                    if self._checkpoint_due(epoch_end=False):
+                    # The last step of an epoch is saved after the epoch's evaluation, so a
+                    # checkpoint never precedes a metrics record of its own step.
+                    if p.batch < self.steps_in_epoch and self._checkpoint_due(epoch_end=False):
                         self.save_checkpoint()
                 else:
                     p.epoch += 1
@@ -178,10 +209,6 @@ class Trainer:
                 break
         finally:
             p.train_seconds += time.monotonic() - started
-            self.metrics.close()
-        if p.status == "running":
-            p.status = "completed"
-        return p.status
 
     def _step(self, xb, yb) -> None:
         """Forward, loss, backward and update on one mini-batch."""
@@ -194,9 +221,13 @@ class Trainer:
         scores = self.model.forward(xb, training=True, trace=trace_f)
         loss, dscores = self.loss_fn(scores, yb)
         if not math.isfinite(loss):
-            self._nonfinite(xb, yb, loss)
+            self._nonfinite(xb, yb, f"loss is {loss} ({find_nonfinite(self.model, xb)})")
             return
         self.model.backward(dscores, trace=trace_b)
+        bad = find_nonfinite_grad(self.model)
+        if bad is not None:
+            self._nonfinite(xb, yb, f"the gradient of {bad} is not finite (loss {loss:.6g})")
+            return
         if self.exp.train.grad_clip is not None:
             clip_grad_norm([g for _, _, g in self.model.parameters()], self.exp.train.grad_clip)
         if diag is not None:
@@ -207,15 +238,14 @@ class Trainer:
         p.loss_sum += loss
         p.loss_count += 1
 
-    def _nonfinite(self, xb, yb, loss: float) -> None:
-        """A batch whose loss is not finite: skip it (within the limit) or stop."""
+    def _nonfinite(self, xb, yb, problem: str) -> None:
+        """A batch whose loss or gradient is not finite: skip it (within the limit) or stop."""
         p = self.progress
         p.skipped += 1
-        where = find_nonfinite(self.model, xb)
         replay = self.run_dir / "divergence" / f"step-{p.step:09d}.npz"
         replay.parent.mkdir(exist_ok=True)
         np.savez(replay, X=xb, y=yb)
-        message = (f"epoch {p.epoch + 1}, step {p.step}: loss is {loss} ({where}); "
+        message = (f"epoch {p.epoch + 1}, step {p.step}: {problem}; "
                    f"batch saved to {replay.relative_to(self.run_dir)}")
         if p.skipped > self.exp.train.divergence.skip_batches:
             raise Diverged(message, p)
@@ -241,22 +271,32 @@ class Trainer:
         self._track_best(record)
         self._eval_seconds = time.monotonic() - t0
 
-    def _track_best(self, record: dict) -> None:
+    def best_metric(self) -> str:
+        """The metric that picks best.npz: early stopping's, else val_loss, else train_loss."""
         stopping = self.exp.train.early_stopping
-        if stopping is None or stopping.metric not in record:
+        if stopping is not None:
+            return stopping.metric
+        return "val_loss" if self.bundle.val is not None else "train_loss"
+
+    def _track_best(self, record: dict) -> None:
+        """Save best.npz when the best metric improves; count evaluations for early stopping."""
+        metric, stopping = self.best_metric(), self.exp.train.early_stopping
+        if metric not in record:
             return
         p = self.progress
-        value = record[stopping.metric]
-        sign = -1.0 if stopping.metric == "val_accuracy" else 1.0
-        if p.best_value is None or sign * (p.best_value - value) > stopping.min_delta:
+        value = record[metric]
+        sign = -1.0 if metric == "val_accuracy" else 1.0
+        min_delta = stopping.min_delta if stopping is not None else 0.0
+        if p.best_value is None or sign * (p.best_value - value) > min_delta:
             p.best_value, p.best_epoch, p.best_step = value, record["epoch"], p.step
             p.evals_since_best = 0
             arrays = self.checkpoint_arrays()
-            self.best_state = {k: v for k, v in arrays.items() if k.startswith("model/")}
+            if stopping is not None:
+                self.best_state = {k: v for k, v in arrays.items() if k.startswith("model/")}
             self.store.save_best(arrays, self.checkpoint_meta())
         else:
             p.evals_since_best += 1
-            if p.evals_since_best >= stopping.patience:
+            if stopping is not None and p.evals_since_best >= stopping.patience:
                 p.status = "early_stopped"
 
     def _checkpoint_due(self, epoch_end: bool) -> bool:

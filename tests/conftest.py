@@ -1,0 +1,147 @@
+"""Shared fixtures: tiny experiment files and running the ``nnback`` command.
+
+``write_config`` writes a small, fast experiment (a 3-class spiral, one hidden layer of
+16 units, well under a second of training) with any sections changed; ``nnback`` runs
+the command in a subprocess and ``nnback_start`` starts one to signal or kill. The
+session-scoped ``experiment_file`` and ``nnback_in`` do the same for module fixtures, and
+``completed_run`` trains a reference run once per session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+TINY_CONFIG = {
+    "name": "tiny",
+    "seed": 0,
+    "data": {"source": "spiral", "classes": 3, "points_per_class": 50, "noise": 0.2,
+             "split": {"val": 0.2}},
+    "model": {"layers": [{"type": "linear", "units": 16}, "relu", {"type": "linear", "units": "auto"}]},
+    "loss": "softmax_cross_entropy",
+    "optimizer": {"type": "sgd", "lr": 0.5, "momentum": 0.9},
+    "train": {"epochs": 20, "batch_size": 16,
+              "checkpoint": {"every_epochs": None, "every_steps": 5, "every_seconds": None}},
+}
+
+# One BLAS thread per process: the machine is shared, and results stay reproducible.
+_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _merged(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` applied: a nested dict merges into the dict it meets,
+    unless it names another ``type`` or ``source`` (another variant): then it replaces it.
+    """
+    out = dict(base)
+    for key, value in changes.items():
+        old = out.get(key)
+        if (isinstance(value, dict) and isinstance(old, dict)
+                and all(value.get(tag, old.get(tag)) == old.get(tag) for tag in ("type", "source"))):
+            out[key] = _merged(old, value)
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.fixture(scope="session")
+def experiment_file():
+    """``experiment_file(path, changes=None) -> path``: write a tiny experiment there.
+
+    ``changes`` is merged into ``TINY_CONFIG`` section by section, e.g.
+    ``{"train": {"epochs": 5}}`` keeps every other ``train`` key.
+    """
+
+    def write(path: Path, changes: dict | None = None) -> Path:
+        path.write_text(yaml.safe_dump(_merged(TINY_CONFIG, changes or {}), sort_keys=False),
+                        encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def write_config(tmp_path, experiment_file):
+    """``write_config(changes=None, name="cfg.yaml") -> Path``: a tiny experiment in tmp_path."""
+
+    def write(changes: dict | None = None, name: str = "cfg.yaml") -> Path:
+        return experiment_file(tmp_path / name, changes)
+
+    return write
+
+
+def nnback_command(*args) -> list[str]:
+    """The argument vector running ``nnback ARGS...`` with this interpreter."""
+    return [sys.executable, "-m", "nnback.cli", *map(str, args)]
+
+
+def _env() -> dict:
+    return {**os.environ, **_ENV}
+
+
+@pytest.fixture(scope="session")
+def nnback_in():
+    """``nnback_in(cwd, *args, timeout=60) -> CompletedProcess``: run ``nnback`` in ``cwd``."""
+
+    def run(cwd: Path, *args, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(nnback_command(*args), cwd=cwd, env=_env(), capture_output=True,
+                              text=True, timeout=timeout)
+
+    return run
+
+
+@pytest.fixture
+def nnback(tmp_path, nnback_in):
+    """``nnback(*args, timeout=60) -> CompletedProcess`` run in tmp_path (text stdout/stderr)."""
+
+    def run(*args, timeout: float = 60) -> subprocess.CompletedProcess:
+        return nnback_in(tmp_path, *args, timeout=timeout)
+
+    return run
+
+
+@pytest.fixture
+def nnback_start(tmp_path):
+    """``nnback_start(*args, cwd=tmp_path) -> Popen`` with piped text stdout/stderr.
+
+    Every process still running when the test ends is killed.
+    """
+    started: list[subprocess.Popen] = []
+
+    def start(*args, cwd: Path | None = None) -> subprocess.Popen:
+        proc = subprocess.Popen(nnback_command(*args), cwd=cwd or tmp_path, env=_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+@pytest.fixture(scope="session")
+def completed_run(tmp_path_factory, experiment_file, nnback_in):
+    """``completed_run(changes=None) -> (config, run folder)``: an uninterrupted ``nnback
+    train`` of the tiny experiment with ``changes``, run once per session and shared, so
+    copy the folder before changing it.
+    """
+    runs: dict[str, tuple[Path, Path]] = {}
+
+    def get(changes: dict | None = None) -> tuple[Path, Path]:
+        key = json.dumps(changes or {}, sort_keys=True)
+        if key not in runs:
+            folder = tmp_path_factory.mktemp("completed")
+            cfg = experiment_file(folder / "cfg.yaml", changes)
+            done = nnback_in(folder, "train", cfg, "--out", folder / "run", "--quiet")
+            assert done.returncode == 0, done.stderr
+            runs[key] = (cfg, folder / "run")
+        return runs[key]
+
+    return get
