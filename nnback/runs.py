@@ -17,12 +17,12 @@ from pathlib import Path
 
 import yaml
 
+from nnback.config.diff import differing_keys, flatten
 from nnback.errors import NnbackError
 
 STATUSES = ("completed", "early_stopped", "interrupted", "time_limit", "diverged", "failed",
             "incomplete")
 # Config keys that say where or how long a run goes, not what it computes.
-IGNORED_KEYS = ("name", "output", "train.max_time", "train.checkpoint")
 FORMATS = ("table", "csv", "json")
 # Cells aligned right: numbers, durations and the "-" of a missing value.
 NUMBER = re.compile(r"^(-|[-+]?[\d.]+(e[-+]?\d+)?(s|m\d\ds|h\d\dm)?)$")
@@ -90,32 +90,6 @@ def find_runs(root: str | Path) -> list[Path]:
     if not root.is_dir():
         raise NnbackError(f"{root}: no such folder")
     return sorted(p.parent for p in root.rglob("config.yaml"))
-
-
-def flatten(node, prefix: str = "") -> dict:
-    """Nested dicts and lists as ``{"optimizer.lr": 0.1, "model.layers[0].units": 64}``."""
-    if isinstance(node, dict):
-        items = [(f"{prefix}.{key}" if prefix else str(key), value) for key, value in node.items()]
-    elif isinstance(node, list):
-        items = [(f"{prefix}[{i}]", value) for i, value in enumerate(node)]
-    else:
-        return {prefix: node}
-    out = {}
-    for key, value in items:
-        out.update(flatten(value, key))
-    return out or {prefix: node}
-
-
-def differing_keys(configs: list[dict]) -> list[str]:
-    """Dotted config keys whose values are not the same in all ``configs``.
-
-    A key missing from some configs differs; keys in ``IGNORED_KEYS`` are left out.
-    """
-    flat = [flatten(c) for c in configs]
-    keys = sorted(set().union(*flat)) if flat else []
-    return [k for k in keys
-            if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1
-            and not any(k == i or k.startswith(i + ".") for i in IGNORED_KEYS)]
 
 
 def run_labels(runs: list[Run]) -> list[str]:

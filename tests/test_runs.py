@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from nnback.errors import NnbackError
-from nnback.runs import differing_keys, duration, find_runs, flatten, load_run, run_labels, runs_table
+from nnback.config.diff import differing_keys, flatten
+from nnback.runs import duration, find_runs, load_run, run_labels, runs_table
 
 BASE = {
     "name": "digits-mlp",

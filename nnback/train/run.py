@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from nnback.config import load_config
+from nnback.config.diff import differing_keys
 from nnback.data import load_data
 from nnback.errors import (EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIME_LIMIT, ConfigError,
                            NnbackError, RunIOError)
@@ -32,8 +33,6 @@ from nnback.train.timeparse import parse_duration
 from nnback.train.trainer import Trainer
 
 DONE = ("completed", "early_stopped")
-# Keys that change neither the numbers nor the result: they may differ on --resume.
-RUN_CONTROL_KEYS = ("output", "train.max_time", "train.checkpoint")
 
 
 def train(config: str | Path, *, overrides=(), out: str | Path | None = None, resume: bool = False,
@@ -208,28 +207,6 @@ def _new_run_dir(exp) -> Path:
     raise NnbackError(f"{parent}: too many runs started in the same second")
 
 
-def config_differences(saved: dict, current: dict) -> list[str]:
-    """Dotted keys whose values differ, ignoring keys that only control the run."""
-    a, b = _flatten(saved), _flatten(current)
-    keys = sorted(set(a) | set(b))
-    return [k for k in keys if a.get(k) != b.get(k)
-            and not any(k == c or k.startswith(c + ".") for c in RUN_CONTROL_KEYS)]
-
-
-def _flatten(node, prefix="") -> dict:
-    if isinstance(node, dict):
-        out = {}
-        for key, value in node.items():
-            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if isinstance(node, list):
-        out = {}
-        for i, value in enumerate(node):
-            out.update(_flatten(value, f"{prefix}[{i}]"))
-        return out or {prefix: []}
-    return {prefix: node}
-
-
 def _saved_config(run_dir: Path) -> dict | None:
     path = run_dir / "config.yaml"
     if not path.exists():
@@ -251,7 +228,7 @@ def _is_done(run_dir: Path, resolved: dict) -> bool:
     summary = _read_summary(run_dir)
     saved = _saved_config(run_dir)
     return (summary is not None and summary.get("status") in DONE and saved is not None
-            and not config_differences(saved, resolved))
+            and not differing_keys([saved, resolved]))
 
 
 def _check_reusable(run_dir: Path, resolved: dict, resume: bool, force: bool) -> None:
@@ -262,7 +239,7 @@ def _check_reusable(run_dir: Path, resolved: dict, resume: bool, force: bool) ->
     if not resume:
         raise ConfigError(f"{run_dir}: already holds a run; add --resume to continue it, "
                           f"or choose another --out")
-    diff = config_differences(saved, resolved)
+    diff = differing_keys([saved, resolved])
     if diff and not force:
         raise ConfigError(f"{run_dir}: the saved config differs in {', '.join(diff)}; "
                           f"add --force to resume anyway")
