@@ -19,10 +19,25 @@ def _as_targets(scores, y):
 
 def _check_labels(scores, y):
     y = np.asarray(y)
-    if y.shape != scores.shape[:1] or not np.issubdtype(y.dtype, np.integer):
+    if y.shape != scores.shape[:1] or y.dtype.kind not in "iu":  # signed or unsigned ints
         raise ValueError(f"expected integer class labels of shape ({scores.shape[0]},), "
                          f"got {y.dtype} {y.shape}")
     return y
+
+
+def _row_max(scores):
+    """Maximum of each row of (N, C) scores, (N,).
+
+    For few classes, C - 1 element-wise maxima over the columns are several times
+    faster than a reduction along the short rows.
+    """
+    n, c = scores.shape
+    if c > 16 or c < 2:
+        return scores.max(axis=1)
+    out = np.maximum(scores[:, 0], scores[:, 1])
+    for j in range(2, c):
+        np.maximum(out, scores[:, j], out=out)
+    return out
 
 
 class SoftmaxCrossEntropy:
@@ -44,23 +59,37 @@ class SoftmaxCrossEntropy:
         if not 0 <= label_smoothing <= 1:
             raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
         self.label_smoothing = label_smoothing
+        self._starts, self._ones, self._constants_key = None, None, None
 
     def __call__(self, scores, y):
         y = _check_labels(scores, y)
         n, c = scores.shape
-        rows = np.arange(n)
-        log_probs = scores - scores.max(axis=1, keepdims=True)
-        log_probs -= np.log(np.exp(log_probs).sum(axis=1, keepdims=True))
+        if n and (y.min() < 0 or y.max() >= c):
+            raise ValueError(f"class labels must be in [0, {c}), got {y.min()}..{y.max()}")
         e = self.label_smoothing
-        loss = -(1 - e) * log_probs[rows, y].mean()
+        starts, ones = self._constants(n, c, scores.dtype)
+        targets = starts + y  # flat positions of [rows, y]
+        shifted = np.subtract(scores, _row_max(scores)[:, None])
+        picked = float(shifted.take(targets).sum())
+        shifted_sum = float(shifted.sum()) if e else 0.0
+        probs = np.exp(shifted, out=shifted)
+        sums = np.matmul(probs, ones)  # row sums, (N,)
+        log_sums = float(np.log(sums).sum())  # log_probs = shifted - log(sums), by row
+        loss = ((1 - e) * (log_sums - picked) + e * (log_sums - shifted_sum / c)) / n
+        sums *= n
+        dscores = np.divide(probs, sums[:, None], out=probs)  # softmax / n
+        dscores.reshape(-1)[targets] -= (1 - e) / n
         if e:
-            loss -= e / c * log_probs.sum() / n
-        dscores = np.exp(log_probs)
-        dscores[rows, y] -= 1 - e
-        if e:
-            dscores -= e / c
-        dscores /= n
-        return float(loss), dscores
+            dscores -= e / (c * n)
+        return loss, dscores
+
+    def _constants(self, n, c, dtype):
+        """``rows * c``, (n,) ints, and ones, (c,): kept for the next batch of that shape."""
+        key = (n, c, dtype)
+        if self._constants_key != key:
+            self._starts, self._ones = np.arange(0, n * c, c), np.ones(c, dtype)
+            self._constants_key = key
+        return self._starts, self._ones
 
     def __repr__(self):
         return f"SoftmaxCrossEntropy(label_smoothing={self.label_smoothing})"

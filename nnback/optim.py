@@ -13,6 +13,13 @@ State is keyed by parameter name, and ``state_dict()`` is a flat ``dict[str, nda
 (``"0.W/exp_avg"``, ``"step"``) that ``np.savez`` can store; loading it into a fresh
 optimizer over the same model resumes training bit-identically.
 
+When the parameters are consecutive views of one contiguous array, and so are the
+gradients (``Sequential`` lays them out that way), the state lives in arrays of the
+same layout and a step updates the whole model at once, in blocks of ``BLOCK``
+elements that stay in the CPU cache through the few element-wise operations of an
+update: a few operations per block instead of per parameter, with bit-identical
+results.
+
 Example:
     >>> opt = Adam(model.parameters(), lr=1e-3)
     >>> loss, dscores = loss_fn(model.forward(x), y)
@@ -23,6 +30,8 @@ Example:
 import math
 
 import numpy as np
+
+BLOCK = 1 << 16  # elements updated together by a packed step (256 KiB of float32)
 
 
 class Optimizer:
@@ -51,8 +60,22 @@ class Optimizer:
         self.state = {}
         for name, param, grad in self.params:
             _check_param(name, param, grad, self.state)
-            self.state[name] = {buf: np.zeros_like(param) for buf in self._buffer_names()}
-        self._scratch = _scratch_views([param for _, param, _ in self.params])
+            self.state[name] = {}
+        params = [param for _, param, _ in self.params]
+        flat_param = _tiling(params)
+        flat_grad = _tiling([grad for _, _, grad in self.params])
+        self._flat = None
+        if flat_param is not None and flat_grad is not None:
+            flat_state = {buf: np.zeros_like(flat_param) for buf in self._buffer_names()}
+            for buf, flat in flat_state.items():
+                for (name, _, _), view in zip(self.params, _views(flat, params)):
+                    self.state[name][buf] = view
+            self._flat = _blocks(flat_param, flat_grad, flat_state)
+            self._scratch = []
+        else:
+            for name, param, _ in self.params:
+                self.state[name] = {buf: np.zeros_like(param) for buf in self._buffer_names()}
+            self._scratch = _scratch_views(params)
 
     def _buffer_names(self):
         """Names of the per-parameter state buffers this configuration needs."""
@@ -74,6 +97,10 @@ class Optimizer:
         """Take one optimization step, updating every parameter in place."""
         self.step_count += 1
         lr = float(self.lr)
+        if self._flat is not None:
+            for block in self._flat:
+                self._update(*block, lr)
+            return
         for (name, param, grad), (tmp_a, tmp_b) in zip(self.params, self._scratch):
             self._update(param, grad, self.state[name], tmp_a, tmp_b, lr)
 
@@ -339,6 +366,9 @@ def clip_grad_norm(grads, max_norm):
     """
     _require(max_norm > 0, "max_norm", "> 0", max_norm)
     grads = list(grads)
+    flat = _tiling(grads)
+    if flat is not None:
+        grads = [flat]
     total = math.sqrt(sum(float(np.dot(g.ravel(), g.ravel())) for g in grads))
     coef = max_norm / (total + 1e-6)
     if math.isfinite(total) and coef < 1:
@@ -364,6 +394,49 @@ def _check_param(name, param, grad, seen):
             f"gradient of {name!r} must be an ndarray of shape {param.shape} and dtype "
             f"{param.dtype}"
         )
+
+
+def _tiling(arrays):
+    """The 1-D array that ``arrays`` are consecutive contiguous views of, exactly; else None.
+
+    None also when ``arrays`` is empty, mixes dtypes or has gaps, overlaps or extra room.
+    """
+    if not arrays:
+        return None
+    base = arrays[0].base
+    if not isinstance(base, np.ndarray) or base.ndim != 1 or not base.flags.c_contiguous:
+        return None
+    address = base.ctypes.data
+    for a in arrays:
+        if a.base is not base or a.dtype != base.dtype or not a.flags.c_contiguous:
+            return None
+        if a.ctypes.data != address:
+            return None
+        address += a.nbytes
+    return base if address == base.ctypes.data + base.nbytes else None
+
+
+def _blocks(param, grad, state):
+    """``(param, grad, state, tmp_a, tmp_b)`` for each block of BLOCK elements of the
+    packed arrays; the scratch arrays are shared by the blocks."""
+    size = min(param.size, BLOCK)
+    tmp_a, tmp_b = np.empty(size, param.dtype), np.empty(size, param.dtype)
+    blocks = []
+    for start in range(0, param.size, BLOCK):
+        end = min(start + BLOCK, param.size)
+        blocks.append((param[start:end], grad[start:end],
+                       {buf: arr[start:end] for buf, arr in state.items()},
+                       tmp_a[:end - start], tmp_b[:end - start]))
+    return blocks
+
+
+def _views(flat, like):
+    """Consecutive views of ``flat`` shaped like each array of ``like``."""
+    views, start = [], 0
+    for a in like:
+        views.append(flat[start:start + a.size].reshape(a.shape))
+        start += a.size
+    return views
 
 
 def _scratch_views(params):

@@ -44,6 +44,7 @@ class Linear(Layer):
         if bias:
             self.params["b"] = np.empty(out_features, self.dtype)
         self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
+        self._ones_cache = np.ones(0, self.dtype)
         self.reset_parameters(np.random.default_rng() if rng is None else rng)
 
     def reset_parameters(self, rng):
@@ -53,21 +54,34 @@ class Linear(Layer):
         if "b" in self.params:
             self.params["b"].fill(0)
 
-    def forward(self, x, training=True):
-        """x: (N, D_in) -> out: (N, D_out)."""
-        out = x @ self.params["W"]
+    def forward(self, x, training=True, out=None):
+        """x: (N, D_in) -> out: (N, D_out); ``out`` is an optional (N, D_out) array to fill."""
+        out = np.matmul(x, self.params["W"], out=out)
         if "b" in self.params:
             out += self.params["b"]
         self._cache = x
         return out
 
-    def backward(self, dout):
-        """dout: (N, D_out) -> dx: (N, D_in); dW = x.T @ dout, db = dout summed over N."""
+    def backward(self, dout, out=None):
+        """dout: (N, D_out) -> dx: (N, D_in); dW = x.T @ dout, db = dout summed over N.
+
+        ``out`` is an optional (N, D_in) array to write dx into.
+        """
+        self.backward_params(dout)
+        return np.matmul(dout, self.params["W"].T, out=out)
+
+    def backward_params(self, dout):
+        """Overwrite dW and db from dout, (N, D_out), without computing dx."""
         x = self._saved()
         np.matmul(x.T, dout, out=self.grads["W"])
         if "b" in self.grads:
-            np.sum(dout, axis=0, out=self.grads["b"])
-        return dout @ self.params["W"].T
+            np.matmul(self._ones(len(dout)), dout, out=self.grads["b"])
+
+    def _ones(self, n):
+        """A cached ones vector, (n,): ``ones @ dout`` sums over the batch faster than sum."""
+        if len(self._ones_cache) != n:
+            self._ones_cache = np.ones(n, self.dtype)
+        return self._ones_cache
 
     def output_features(self, in_features):
         if in_features != self.in_features:

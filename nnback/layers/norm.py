@@ -35,8 +35,8 @@ class _AffineNorm(Layer):
         self.params = {"gamma": np.ones(num_features, dtype), "beta": np.zeros(num_features, dtype)}
         self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
 
-    def _affine(self, xhat):
-        out = xhat * self.params["gamma"]
+    def _affine(self, xhat, out):
+        out = np.multiply(xhat, self.params["gamma"], out=out)
         out += self.params["beta"]
         return out
 
@@ -80,12 +80,12 @@ class BatchNorm1d(_AffineNorm):
         self.buffers = {"running_mean": np.zeros(num_features, dtype),
                         "running_var": np.ones(num_features, dtype)}
 
-    def forward(self, x, training=True):
+    def forward(self, x, training=True, out=None):
         if not training:
             inv_std = 1 / np.sqrt(self.buffers["running_var"] + self.eps)
             xhat = (x - self.buffers["running_mean"]) * inv_std
             self._cache = (False, xhat, inv_std)
-            return self._affine(xhat)
+            return self._affine(xhat, out)
         n = x.shape[0]
         if n < 2:
             raise ValueError("BatchNorm1d needs more than 1 sample per batch in training")
@@ -97,9 +97,9 @@ class BatchNorm1d(_AffineNorm):
         running_var *= 1 - m
         running_var += (m * n / (n - 1)) * var[0]
         self._cache = (True, xhat, inv_std)
-        return self._affine(xhat)
+        return self._affine(xhat, out)
 
-    def backward(self, dout):
+    def backward(self, dout, out=None):
         training, xhat, inv_std = self._saved()
         dxhat = self._affine_backward(dout, xhat)
         if training:
@@ -128,12 +128,12 @@ class LayerNorm(_AffineNorm):
         params["gamma"]: (D,), ones.  params["beta"]: (D,), zeros.
     """
 
-    def forward(self, x, training=True):
+    def forward(self, x, training=True, out=None):
         xhat, inv_std, _, _ = _normalize(x, 1, self.eps)
         self._cache = (xhat, inv_std)
-        return self._affine(xhat)
+        return self._affine(xhat, out)
 
-    def backward(self, dout):
+    def backward(self, dout, out=None):
         xhat, inv_std = self._saved()
         return _normalize_backward(self._affine_backward(dout, xhat), xhat, inv_std, 1)
 

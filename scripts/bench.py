@@ -1,0 +1,582 @@
+"""Training-step throughput of nnback on the CPU, against PyTorch and scikit-learn.
+
+One training step is forward + softmax cross-entropy + backward + an SGD update with
+momentum 0.9, in float32, on synthetic data. For each case the benchmark reports
+nnback's samples per second, its achieved GFLOP/s and the fraction of the machine's
+float32 matrix-multiply peak (measured in the same run), its peak resident memory,
+and the "matrix multiplies alone" bound: the same GEMMs with nothing else. With
+``--against torch`` / ``--against sklearn`` the same network, batch, optimizer and
+data run in those libraries, interleaved round by round with nnback, and the table
+gives the ratios. Every measurement runs in a worker process of its own, so peak
+memory is per case and library.
+
+Usage:
+    python scripts/bench.py [--cases spiral,digits] [--seconds 1] [--rounds 3]
+        [--against torch] [--against sklearn] [--train] [--startup] [--tiny] [--json]
+
+``--train`` also times ``nnback train`` end to end against the bare step loop on
+mnist-shaped data, and the cost of gradient-flow diagnostics; ``--startup`` times
+``nnback --help`` and ``nnback validate``. ``--tiny`` is a seconds-long smoke run.
+On machines where OPENBLAS_CORETYPE is set, unset it (and OPENBLAS_L2_SIZE) for the
+benchmark command alone; the report names the BLAS kernel in use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LR = 1e-3  # small enough that random labels never saturate the softmax (no denormals)
+MOMENTUM = 0.9
+SKLEARN_CHUNK = 16  # batches per partial_fit call
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """A benchmark network: layer widths ``dims`` (input first), batch size, data rows."""
+
+    dims: tuple
+    batch: int
+    samples: int
+
+    def flops(self):
+        """Matrix-multiply FLOPs of one step: forward, dW and dx, no dx for the input."""
+        n = self.batch
+        pairs = list(zip(self.dims[:-1], self.dims[1:]))
+        return 2 * n * (3 * sum(a * b for a, b in pairs) - pairs[0][0] * pairs[0][1])
+
+    def bytes(self):
+        """data + parameters + gradients + momentum + one batch's activations and their
+        gradients, float32 (labels int64): what a training process must hold."""
+        params = sum(a * b + b for a, b in zip(self.dims[:-1], self.dims[1:]))
+        activations = self.batch * sum(self.dims[1:])
+        return self.samples * (self.dims[0] * 4 + 8) + 3 * params * 4 + 2 * activations * 4
+
+
+CASES = {
+    "spiral": Case((2, 100, 3), 300, 30_000),
+    "digits": Case((64, 128, 10), 64, 1_792),
+    "mnist": Case((784, 256, 256, 10), 128, 60_000),
+    "wide": Case((784, 1024, 1024, 10), 512, 60_000),
+}
+TITLES = {"spiral": "spiral 2-100-3, batch 300", "digits": "digits 64-128-10, batch 64",
+          "mnist": "mnist-shaped 784-256-256-10, batch 128",
+          "wide": "wide 784-1024-1024-10, batch 512"}
+LIBRARIES = ("nnback", "matmul", "torch", "sklearn")
+
+
+def tiny(case):
+    """The same network on 4 batches of data."""
+    return dataclasses.replace(case, samples=4 * case.batch)
+
+
+# --- workers: one process per (library, case) ----------------------------------
+
+
+def synthetic(case, np):
+    """Gaussian float32 inputs (samples, D_in) and uniform int64 labels (samples,)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((case.samples, case.dims[0]), dtype=np.float32)
+    y = rng.integers(0, case.dims[-1], case.samples)
+    return x, y
+
+
+def nnback_parts(case):
+    """The case's model (Linear/ReLU, He init), loss and SGD-momentum optimizer."""
+    import numpy as np
+
+    from nnback.layers import Linear, ReLU
+    from nnback.losses import SoftmaxCrossEntropy
+    from nnback.model import Sequential
+    from nnback.optim import SGD
+
+    rng = np.random.default_rng(1)
+    layers = []
+    for i, (a, b) in enumerate(zip(case.dims[:-1], case.dims[1:])):
+        layers += [Linear(a, b, rng=rng)] + ([ReLU()] if i < len(case.dims) - 2 else [])
+    model = Sequential(layers)
+    return model, SoftmaxCrossEntropy(), SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+
+
+def nnback_train_step(model, loss_fn, opt, xb, yb):
+    """One step: forward, loss, backward (no input gradient), update."""
+    _, dscores = loss_fn(model.forward(xb), yb)
+    model.backward(dscores, input_grad=False)
+    opt.step()
+
+
+def cycled_batches(x, y, batch):
+    """A function returning the next (x, y) batch of ``batch`` rows each call, round robin."""
+    batches = itertools.cycle([(x[i:i + batch], y[i:i + batch])
+                               for i in range(0, len(x) - batch + 1, batch)])
+    return lambda: next(batches)
+
+
+def nnback_step(case, x, y):
+    """A step function over the batches of (x, y), in turn."""
+    parts = nnback_parts(case)
+    next_batch = cycled_batches(x, y, case.batch)
+
+    def step():
+        nnback_train_step(*parts, *next_batch())
+        return 1
+
+    return step
+
+
+def matmul_step(case, x, y):
+    """The step's GEMMs alone, into preallocated arrays."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    n, dims = case.batch, case.dims
+    weights = [rng.standard_normal((a, b), dtype=np.float32) * np.float32(a ** -0.5)
+               for a, b in zip(dims[:-1], dims[1:])]
+    grads = [np.empty_like(w) for w in weights]
+    acts = [x[:n]] + [np.empty((n, d), np.float32) for d in dims[1:]]
+    deltas = [None] + [rng.standard_normal((n, d), dtype=np.float32) for d in dims[1:]]
+
+    def step():
+        for i, w in enumerate(weights):
+            np.matmul(acts[i], w, out=acts[i + 1])
+        for i in range(len(weights) - 1, -1, -1):
+            np.matmul(acts[i].T, deltas[i + 1], out=grads[i])
+            if i:
+                np.matmul(deltas[i + 1], weights[i].T, out=deltas[i])
+        return 1
+
+    return step
+
+
+def torch_step(case, x, y, threads):
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(1)
+    layers = []
+    for i, (a, b) in enumerate(zip(case.dims[:-1], case.dims[1:])):
+        layers += [torch.nn.Linear(a, b)] + ([torch.nn.ReLU()] if i < len(case.dims) - 2 else [])
+    model = torch.nn.Sequential(*layers)
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    next_batch = cycled_batches(torch.from_numpy(x), torch.from_numpy(y), case.batch)
+
+    def step():
+        xb, yb = next_batch()
+        opt.zero_grad()
+        loss_fn(model(xb), yb).backward()
+        opt.step()
+        return 1
+
+    return step
+
+
+def sklearn_step(case, x, y):
+    """partial_fit over chunks of SKLEARN_CHUNK batches: one SGD step per batch."""
+    import numpy as np
+    from sklearn.neural_network import MLPClassifier
+
+    model = MLPClassifier(hidden_layer_sizes=case.dims[1:-1], activation="relu", solver="sgd",
+                          alpha=0.0, batch_size=case.batch, learning_rate_init=LR,
+                          momentum=MOMENTUM, nesterovs_momentum=False, shuffle=False,
+                          random_state=1)
+    rows = min(SKLEARN_CHUNK * case.batch, case.samples // case.batch * case.batch)
+    next_chunk = cycled_batches(x, y, rows)
+    classes = np.arange(case.dims[-1])
+
+    def step():
+        model.partial_fit(*next_chunk(), classes=classes)
+        return rows // case.batch
+
+    return step
+
+
+STEPS = {"nnback": nnback_step, "matmul": matmul_step, "sklearn": sklearn_step}
+
+
+def peak_gflops(np, size, seconds):
+    """Best float32 GEMM rate, GFLOP/s, of a (size, size) @ (size, size) product."""
+    rng = np.random.default_rng(2)
+    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+    out = np.empty_like(a)
+    np.matmul(a, b, out=out)
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        np.matmul(a, b, out=out)
+        best = max(best, 2 * size ** 3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def timed(step, seconds):
+    """Steps per second of ``step`` over about ``seconds``, after a short warm-up."""
+    warm_end = time.perf_counter() + min(0.25, seconds / 4)
+    step()
+    while time.perf_counter() < warm_end:
+        step()
+    steps, t0 = 0, time.perf_counter()
+    while True:
+        steps += step()
+        elapsed = time.perf_counter() - t0
+        if elapsed >= seconds:
+            return steps / elapsed
+
+
+def rss_mib(field):
+    """A VmHWM / VmRSS line of /proc/self/status in MiB (None where there is none)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def worker(library, case_name, is_tiny, torch_threads):
+    """Serve ``run SECONDS`` / ``peak SIZE SECONDS`` / ``quit`` lines on stdin."""
+    import numpy as np
+
+    case = tiny(CASES[case_name]) if is_tiny else CASES[case_name]
+    baseline = rss_mib("VmRSS")
+    x, y = synthetic(case, np)
+    if library == "torch":
+        step = torch_step(case, x, y, torch_threads)
+    else:
+        step = STEPS[library](case, x, y)
+    reply({"ready": True})
+    for line in sys.stdin:
+        command, *args = line.split()
+        if command == "run":
+            reply({"steps_per_second": timed(step, float(args[0]))})
+        elif command == "peak":
+            reply({"gflops": peak_gflops(np, int(args[0]), float(args[1]))})
+        else:
+            reply({"peak_rss_mib": rss_mib("VmHWM"), "baseline_rss_mib": baseline})
+            return
+
+
+def reply(obj):
+    print(json.dumps(obj), flush=True)
+
+
+class Worker:
+    """A worker process for one library and case."""
+
+    def __init__(self, library, case_name, is_tiny, torch_threads):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", library, case_name,
+               "--torch-threads", str(torch_threads)]
+        if is_tiny:
+            cmd.append("--tiny")
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env)
+
+    def ask(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def read(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"benchmark worker {self.proc.args[-2:]} died")
+        return json.loads(line)
+
+    def close(self):
+        result = self.ask("quit")
+        self.proc.wait()
+        return result
+
+
+# --- the step benchmark ----------------------------------------------------------
+
+
+def importable(module):
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def bench_case(name, libraries, seconds, rounds, is_tiny, torch_threads):
+    """Interleave ``rounds`` measurements of each library on one case; best round wins."""
+    case = tiny(CASES[name]) if is_tiny else CASES[name]
+    workers = {lib: Worker(lib, name, is_tiny, torch_threads)  # all start together
+               for lib in libraries}
+    rates = {lib: [] for lib in libraries}
+    peak = []
+    try:
+        for w in workers.values():
+            w.read()  # "ready": data and model built
+        for _ in range(rounds):
+            peak.append(workers["matmul"].ask(
+                f"peak {256 if is_tiny else 2048} {0.05 if is_tiny else 0.5}")["gflops"])
+            for lib in libraries:
+                rates[lib].append(workers[lib].ask(f"run {seconds}")["steps_per_second"])
+    finally:
+        memory = {lib: w.close() for lib, w in workers.items()}
+    result = {"case": name, "title": TITLES[name], "dims": list(case.dims),
+              "batch": case.batch, "samples": case.samples, "flops_per_step": case.flops(),
+              "peak_gflops": max(peak), "libraries": {}}
+    for lib in libraries:
+        best = max(rates[lib])
+        result["libraries"][lib] = {
+            "samples_per_second": best * case.batch,
+            "rounds_samples_per_second": [r * case.batch for r in rates[lib]],
+            "gflops": best * case.flops() / 1e9,
+            "peak_rss_mib": memory[lib]["peak_rss_mib"],
+            "baseline_rss_mib": memory[lib]["baseline_rss_mib"],
+        }
+    nn = result["libraries"]["nnback"]
+    nn["fraction_of_peak"] = nn["gflops"] / result["peak_gflops"]
+    nn["fraction_of_matmul_bound"] = (nn["samples_per_second"]
+                                      / result["libraries"]["matmul"]["samples_per_second"])
+    nn["expected_mib"] = case.bytes() / 2 ** 20
+    for lib in libraries:
+        if lib not in ("nnback", "matmul"):
+            result["libraries"][lib]["nnback_ratio"] = (
+                nn["samples_per_second"] / result["libraries"][lib]["samples_per_second"])
+    return result
+
+
+# --- end to end and startup ------------------------------------------------------
+
+
+TRAIN_CONFIG = """\
+name: bench-mnist-shaped
+seed: 0
+data:
+  source: {data}
+  split: {{val: 0.1}}
+model:
+  mlp: {{hidden: [256, 256], activation: relu}}
+loss: softmax_cross_entropy
+optimizer: {{type: sgd, lr: {lr}, momentum: {momentum}}}
+train:
+  epochs: {epochs}
+  batch_size: 128
+{extra}output:
+  dir: {runs}
+"""
+
+
+def bare_loop(data, epochs):
+    """The trainer's work without the trainer, on 90% of the rows (its train split):
+    shuffled batches gathered into one buffer with ``np.take(out=)``, then the step."""
+    import numpy as np
+
+    case = CASES["mnist"]
+    with np.load(data, allow_pickle=False) as f:
+        x, y = f["X"], f["y"]
+    n = len(x) - round(0.1 * len(x))
+    x, y = x[:n], y[:n]
+    parts = nnback_parts(case)
+    buffer = np.empty((case.batch, x.shape[1]), np.float32)
+    t0, samples = time.perf_counter(), 0
+    for epoch in range(epochs):
+        order = np.random.default_rng([0, epoch]).permutation(n)
+        for start in range(0, n, case.batch):
+            idx = order[start:start + case.batch]
+            xb = np.take(x, idx, axis=0, out=buffer[:len(idx)])
+            nnback_train_step(*parts, xb, y[idx])
+            samples += len(idx)
+    reply({"samples_per_second": samples / (time.perf_counter() - t0)})
+
+
+def bench_train(rounds, is_tiny, workdir):
+    """``nnback train`` (plain, and with diagnostics every 100 steps) against the bare
+    loop on mnist-shaped synthetic data, interleaved; best of ``rounds`` each."""
+    import numpy as np
+
+    rows, epochs = (2_048, 1) if is_tiny else (60_000, 2)
+    workdir = Path(workdir)
+    data = workdir / "mnist-shaped.npz"
+    x, y = synthetic(dataclasses.replace(CASES["mnist"], samples=rows), np)
+    np.savez(data, X=x, y=y)
+    del x, y
+    configs = {}
+    for label, extra in (("nnback train", ""),
+                         ("nnback train, diagnostics every 100", "  diagnostics: {every: 100}\n")):
+        path = workdir / f"{len(configs)}.yaml"
+        path.write_text(TRAIN_CONFIG.format(data=data, lr=LR, momentum=MOMENTUM, epochs=epochs,
+                                            extra=extra, runs=workdir / "runs"))
+        configs[label] = path
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    best = {}
+    for r in range(rounds):
+        done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--bare-loop",
+                               str(data), str(epochs)], capture_output=True, text=True, env=env,
+                              check=True)
+        rate = json.loads(done.stdout)["samples_per_second"]
+        best["bare step loop"] = max(best.get("bare step loop", 0.0), rate)
+        for label, config in configs.items():
+            out = workdir / f"run-{r}-{label.replace(' ', '_').replace(',', '')}"
+            subprocess.run([sys.executable, "-m", "nnback.cli", "train", str(config),
+                            "--out", str(out), "-q"], cwd=ROOT, env=env, check=True,
+                           capture_output=True)
+            last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+            best[label] = max(best.get(label, 0.0), last["samples_per_second"])
+    bare = best["bare step loop"]
+    return {label: {"samples_per_second": rate, "fraction_of_bare_loop": rate / bare}
+            for label, rate in best.items()}
+
+
+def run_seconds(cmd, cwd):
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    return time.perf_counter() - t0, done
+
+
+def bench_startup(repeats):
+    """Wall seconds (best of ``repeats``) of ``nnback --help`` and ``nnback validate``."""
+    nnback = [sys.executable, "-m", "nnback.cli"]
+    commands = {"nnback --help": nnback + ["--help"]}
+    configs = sorted((ROOT / "config").glob("digits*.yaml"))
+    if configs:
+        commands[f"nnback validate config/{configs[0].name}"] = nnback + [
+            "validate", str(configs[0])]
+    out = {}
+    for label, cmd in commands.items():
+        times = []
+        for _ in range(repeats):
+            seconds, done = run_seconds(cmd, ROOT)
+            times.append(seconds)
+        out[label] = {"seconds": min(times), "exit_code": done.returncode}
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", default=",".join(CASES),
+                        help=f"comma-separated subset of {', '.join(CASES)}")
+    parser.add_argument("--seconds", type=float, default=1.0,
+                        help="seconds per measurement (one library, one round)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds per case; the best round is reported")
+    parser.add_argument("--against", action="append", default=[], choices=["torch", "sklearn"],
+                        help="also run this library (skipped when not installed)")
+    parser.add_argument("--torch-threads", type=int, default=2,
+                        help="torch.set_num_threads for PyTorch (default: the 2 cores)")
+    parser.add_argument("--train", action="store_true",
+                        help="time `nnback train` against the bare step loop (mnist-shaped)")
+    parser.add_argument("--startup", action="store_true",
+                        help="time `nnback --help` and `nnback validate`")
+    parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--worker", nargs=2, metavar=("LIBRARY", "CASE"), help=argparse.SUPPRESS)
+    parser.add_argument("--bare-loop", nargs=2, metavar=("NPZ", "EPOCHS"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker(*args.worker, args.tiny, args.torch_threads)
+    if args.bare_loop:
+        return bare_loop(args.bare_loop[0], int(args.bare_loop[1]))
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
+    if args.tiny:
+        args.seconds, args.rounds = min(args.seconds, 0.05), 1
+    skipped = [lib for lib in dict.fromkeys(args.against) if not importable(lib)]
+    libraries = ["nnback", "matmul"] + [lib for lib in dict.fromkeys(args.against)
+                                        if lib not in skipped]
+    report = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "skipped": skipped,
+              "seconds": args.seconds, "rounds": args.rounds,
+              "torch_threads": args.torch_threads,
+              "cases": [bench_case(c, libraries, args.seconds, args.rounds, args.tiny,
+                                   args.torch_threads) for c in cases]}
+    if args.train:
+        with tempfile.TemporaryDirectory() as workdir:
+            report["train"] = bench_train(args.rounds, args.tiny, workdir)
+    if args.startup:
+        report["startup"] = bench_startup(1 if args.tiny else 5)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_report(report))
+    return 0
+
+
+def machine():
+    """CPU model, core count, numpy version and the BLAS numpy runs (with its kernel)."""
+    import numpy as np
+
+    info = {"cpus": os.cpu_count(), "numpy": np.__version__, "python": sys.version.split()[0]}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return info
+    for pool in threadpool_info():
+        if pool.get("user_api") == "blas":
+            info["blas"] = (f"{pool.get('internal_api')} {pool.get('version')} "
+                            f"{pool.get('architecture')}, {pool.get('num_threads')} threads")
+            break
+    return info
+
+
+def format_report(report):
+    """The tables as Markdown."""
+    m = report["machine"]
+    lines = [f"{report['date']}, {m.get('cpu', '?')}, {m['cpus']} cores, numpy {m['numpy']}, "
+             f"{m.get('blas', 'BLAS unknown')}; torch with {report['torch_threads']} threads; "
+             f"best of {report['rounds']} interleaved "
+             f"rounds of {report['seconds']:g} s", ""]
+    libs = list(report["cases"][0]["libraries"]) if report["cases"] else []
+    others = [lib for lib in libs if lib not in ("nnback", "matmul")]
+    head = ["case", "nnback samples/s", "GFLOP/s", "% of GEMM peak", "% of matmul bound",
+            "peak RSS MiB (budget)"]
+    head += [f"{lib} samples/s (nnback ×)" for lib in others] + ["matmul alone samples/s"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for case in report["cases"]:
+        r = case["libraries"]
+        nn = r["nnback"]
+        row = [case["title"], rate(nn["samples_per_second"]), f"{nn['gflops']:.0f}",
+               f"{100 * nn['fraction_of_peak']:.0f}%",
+               f"{100 * nn['fraction_of_matmul_bound']:.0f}%",
+               f"{nn['peak_rss_mib']:.0f} ({nn['expected_mib'] + nn['baseline_rss_mib']:.0f})"]
+        row += [f"{rate(r[lib]['samples_per_second'])} ({r[lib]['nnback_ratio']:.2f}×)"
+                for lib in others]
+        row.append(rate(r["matmul"]["samples_per_second"]))
+        lines.append("| " + " | ".join(row) + " |")
+    if report["skipped"]:
+        lines += ["", "not installed, skipped: " + ", ".join(report["skipped"])]
+    if "train" in report:
+        lines += ["", "| mnist-shaped, end to end | samples/s | of the bare step loop |",
+                  "|---|---|---|"]
+        lines += [f"| {label} | {rate(v['samples_per_second'])} | "
+                  f"{100 * v['fraction_of_bare_loop']:.0f}% |"
+                  for label, v in report["train"].items()]
+    if report.get("startup"):
+        lines.append("")
+    for label, value in report.get("startup", {}).items():
+        lines.append(f"{label}: {value['seconds']:.2f} s (exit {value['exit_code']})")
+    return "\n".join(lines)
+
+
+def rate(samples_per_second):
+    if samples_per_second >= 1e6:
+        return f"{samples_per_second / 1e6:.2f} M"
+    return f"{samples_per_second / 1e3:.1f} k"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

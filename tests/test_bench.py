@@ -1,0 +1,100 @@
+"""scripts/bench.py runs and reports what it promises. No timing is asserted."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench"] = module  # dataclasses look their module up while decorating
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(*args):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--tiny", *args],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_report():
+    return json.loads(run("--json"))
+
+
+@pytest.fixture(scope="module")
+def compared_report():
+    return json.loads(run("--json", "--cases", "digits", "--against", "torch",
+                          "--against", "sklearn"))
+
+
+def test_every_case_reports_nnback_and_the_matmul_bound(tiny_report):
+    bench = load_bench()
+    assert [c["case"] for c in tiny_report["cases"]] == list(bench.CASES)
+    for case in tiny_report["cases"]:
+        assert case["flops_per_step"] == bench.CASES[case["case"]].flops()
+        assert case["peak_gflops"] > 0
+        nn = case["libraries"]["nnback"]
+        for key in ("samples_per_second", "gflops", "peak_rss_mib", "baseline_rss_mib",
+                    "fraction_of_peak", "fraction_of_matmul_bound", "expected_mib"):
+            assert nn[key] > 0, key
+        assert len(nn["rounds_samples_per_second"]) == tiny_report["rounds"] == 1
+        assert case["libraries"]["matmul"]["samples_per_second"] > 0
+
+
+def test_other_libraries_are_compared_or_named_as_skipped(compared_report):
+    for lib in ("torch", "sklearn"):
+        for case in compared_report["cases"]:
+            if lib in compared_report["skipped"]:
+                assert lib not in case["libraries"]
+            else:
+                result = case["libraries"][lib]
+                assert result["samples_per_second"] > 0
+                assert result["nnback_ratio"] == pytest.approx(
+                    case["libraries"]["nnback"]["samples_per_second"]
+                    / result["samples_per_second"])
+
+
+def test_report_names_the_machine(tiny_report):
+    machine = tiny_report["machine"]
+    assert machine["cpus"] >= 1 and machine["numpy"]
+    assert tiny_report["date"].count("-") == 2
+
+
+def test_markdown_table_has_a_row_per_requested_case():
+    text = run("--cases", "digits,spiral")
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| case | nnback samples/s | GFLOP/s")
+    assert [r.split(" | ")[0] for r in rows[1:]] == ["| digits 64-128-10, batch 64",
+                                                     "| spiral 2-100-3, batch 300"]
+
+
+def test_end_to_end_and_startup_sections():
+    report = json.loads(run("--json", "--cases", "spiral", "--train", "--startup"))
+    train = report["train"]
+    assert set(train) == {"bare step loop", "nnback train",
+                          "nnback train, diagnostics every 100"}
+    assert train["bare step loop"]["fraction_of_bare_loop"] == 1.0
+    assert all(v["samples_per_second"] > 0 for v in train.values())
+    assert "nnback --help" in report["startup"]
+    assert all(v["seconds"] > 0 for v in report["startup"].values())
+
+
+def test_unknown_case_is_a_usage_error():
+    done = subprocess.run([sys.executable, str(SCRIPT), "--cases", "nope"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "unknown case(s) nope" in done.stderr
+
+
+def test_flops_count_three_products_per_layer_but_no_input_gradient():
+    case = load_bench().Case((4, 3, 2), batch=5, samples=10)
+    assert case.flops() == 2 * 5 * (3 * (4 * 3 + 3 * 2) - 4 * 3)
