@@ -223,7 +223,8 @@ class Trainer:
         if not math.isfinite(loss):
             self._nonfinite(xb, yb, f"loss is {loss} ({find_nonfinite(self.model, xb)})")
             return
-        self.model.backward(dscores, trace=trace_b)
+        # Nothing reads the input's gradient in training; diagnostics record it.
+        self.model.backward(dscores, trace=trace_b, input_grad=trace_b is not None)
         bad = find_nonfinite_grad(self.model)
         if bad is not None:
             self._nonfinite(xb, yb, f"the gradient of {bad} is not finite (loss {loss:.6g})")
