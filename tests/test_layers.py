@@ -54,7 +54,7 @@ def gradcheck_cases():
                 yield pytest.param(name, shape, training, id=f"{name}-{shape[0]}x{shape[1]}-{mode}")
 
 
-@pytest.mark.parametrize("name,shape,training", gradcheck_cases())
+@pytest.mark.parametrize("name,shape,training", list(gradcheck_cases()))
 def test_gradient_check(name, shape, training):
     rng = np.random.default_rng(1)
     x = rng.standard_normal(shape) * 2
