@@ -86,6 +86,12 @@ def build_loss(exp):
     return LOSSES[exp.loss.type](**exp.loss.model_dump(exclude={"type"}))
 
 
+def loss_targets(exp, y: np.ndarray, dtype) -> np.ndarray:
+    """Labels as the loss wants them: 0/1 floats of the model's dtype for binary
+    cross-entropy, class indices or regression targets unchanged otherwise."""
+    return y.astype(dtype) if exp.loss.type == "bce_with_logits" else y
+
+
 def build_optimizer(exp, model: Sequential):
     """The configured optimizer over ``model``'s parameters."""
     spec = exp.optimizer.model_dump(exclude={"type"})

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnback.build import loss_targets
 from nnback.config.data import FileData
 from nnback.data import load_data, read_inputs
 from nnback.data.dataset import Split
@@ -39,8 +40,7 @@ def eval_saved(path: str | Path, split: str = "test", data_file: str | Path | No
     else:
         part = _labelled_file(predictor, Path(data_file))
         name = "data"
-    if predictor.exp.loss.type == "bce_with_logits":
-        part.y = part.y.astype(predictor.model.dtype)
+    part.y = loss_targets(predictor.exp, part.y, predictor.model.dtype)
     metrics = evaluate(predictor.model, predictor.loss_fn, part, classification)
     out = {f"{name}_{k}": v for k, v in metrics.items()}
     out["samples"] = len(part)

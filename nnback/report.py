@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from nnback.build import build_loss, build_model, build_optimizer, output_units
+from nnback.build import build_loss, build_model, build_optimizer, loss_targets, output_units
 from nnback.config import load_config
 from nnback.data import load_data
 from nnback.gradcheck import check_model
@@ -84,7 +84,7 @@ def gradcheck_report(config: str | Path, overrides=(), batch: int = 8, threshold
     loss = build_loss(exp)
     xb, yb = bundle.train.take(np.arange(min(batch, len(bundle.train))))
     x = np.ascontiguousarray(xb, dtype=np.float64)
-    y = yb.astype(np.float64) if exp.loss.type == "bce_with_logits" else yb
+    y = loss_targets(exp, yb, np.float64)
     errors = check_model(model, loss, x, y, training=True)
     width = max(len(name) for name in errors)
     lines = [f"{'gradient':<{width}}  {'rel. error':>10}  result"]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nnback.build import build_loss, build_model, build_optimizer, build_schedule, output_units
-from nnback.build import steps_per_epoch
+from nnback.build import (build_loss, build_model, build_optimizer, build_schedule, loss_targets,
+                          output_units, steps_per_epoch)
 from nnback.diagnostics import DiagnosticsRecorder
 from nnback.errors import ConfigError
 from nnback.layers import BatchNorm1d
@@ -73,10 +73,9 @@ class Trainer:
         units = output_units(exp, bundle.task, bundle.n_outputs, source)
         self.model = build_model(exp, bundle.n_features, units, self.rng, source)
         self.loss_fn = build_loss(exp)
-        if exp.loss.type == "bce_with_logits":  # 0/1 labels as float targets of the model's dtype
-            for split in (bundle.train, bundle.val, bundle.test):
-                if split is not None:
-                    split.y = split.y.astype(self.model.dtype)
+        for split in (bundle.train, bundle.val, bundle.test):
+            if split is not None:
+                split.y = loss_targets(exp, split.y, self.model.dtype)
         self.optimizer = build_optimizer(exp, self.model)
         n, bs = len(bundle.train), exp.train.batch_size
         self.steps_in_epoch = steps_per_epoch(n, bs)
