@@ -6,12 +6,12 @@ import csv
 import io
 from pathlib import Path
 
-import numpy as np
 
 from nnback.build import loss_targets
 from nnback.config.data import FileData
 from nnback.data import load_data, read_inputs
 from nnback.data.dataset import Split
+from nnback.data.inputs import read_labelled
 from nnback.errors import DataError
 from nnback.predictor import Predictor, load
 from nnback.train.atomic import atomic_write_text
@@ -48,29 +48,18 @@ def eval_saved(path: str | Path, split: str = "test", data_file: str | Path | No
 
 
 def _labelled_file(predictor: Predictor, path: Path) -> Split:
-    """Read a labelled file as in training and encode its labels with the saved classes."""
+    """Read a labelled file with the run's file options, labels encoded by the saved classes."""
     saved = predictor.exp.data
-    options = {"source": str(path), "preprocess": "none"}
-    for key in ("target", "features", "x_key", "y_key"):
-        if getattr(saved, key, None) is not None:
-            options[key] = getattr(saved, key)
-    if path.suffix.lower() != ".csv":
-        options.pop("target", None)
-        options.pop("features", None)
+    options = {"source": str(path)}
+    if path.suffix.lower() == ".csv":
+        options.update((k, getattr(saved, k)) for k in ("target", "features") if getattr(saved, k, None))
+    else:
+        options.update((k, getattr(saved, k)) for k in ("x_key", "y_key") if getattr(saved, k, None))
     try:
         cfg = FileData.model_validate(options)
     except ValueError as exc:
         raise DataError(f"{path}: cannot read as a labelled file: {exc}") from None
-    bundle = load_data(cfg, seed=0, base_dir=Path.cwd())
-    X = predictor.preprocessor.transform(bundle.train.X)
-    y = bundle.train.y
-    if predictor.data.task == "classification":
-        index = {str(c): i for i, c in enumerate(predictor.data.classes)}
-        unknown = [c for c in bundle.classes if str(c) not in index]
-        if unknown:
-            raise DataError(f"{path}: labels {unknown[:5]} were not among the training classes")
-        y = np.array([index[str(c)] for c in bundle.classes], dtype=np.int64)[y]
-    return Split(X, y)
+    return read_labelled(cfg, Path.cwd(), predictor.data, predictor.preprocessor)
 
 
 def predict_file(path: str | Path, inputs: str | Path, out: str | Path | None = None) -> str | None:
