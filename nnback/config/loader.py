@@ -20,7 +20,8 @@ from nnback.errors import ConfigError
 
 
 def read_yaml(path: str | Path) -> dict:
-    """Parse an experiment file with ``yaml.safe_load``; the top level must be a mapping."""
+    """Parse an experiment file with a safe loader (plain data only, no Python tags) that
+    also rejects duplicate keys; the top level must be a mapping."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -28,10 +29,13 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
+    loader = _UniqueKeyLoader(text)
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
+        raw = loader.get_single_data()
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: {_yaml_error(exc)}") from None
+    finally:
+        loader.dispose()
     if not isinstance(raw, dict):
         kind = "empty" if raw is None else f"a {type(raw).__name__}"
         raise ConfigError(f"{path}: the file must be a YAML mapping of sections, but it is {kind}")
