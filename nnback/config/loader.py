@@ -29,13 +29,14 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
-    loader = _UniqueKeyLoader(text)
     try:
-        raw = loader.get_single_data()
+        loader = _UniqueKeyLoader(text)
+        try:
+            raw = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: {_yaml_error(exc)}") from None
-    finally:
-        loader.dispose()
     if not isinstance(raw, dict):
         kind = "empty" if raw is None else f"a {type(raw).__name__}"
         raise ConfigError(f"{path}: the file must be a YAML mapping of sections, but it is {kind}")
