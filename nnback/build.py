@@ -74,6 +74,13 @@ def build_model(exp, n_features: int, units_out: int, rng: np.random.Generator, 
     return Sequential(layers)
 
 
+def build_network(exp, data, rng: np.random.Generator, source: str) -> Sequential:
+    """The configured network for ``data`` (a DataBundle or DataMeta: task, feature and
+    output counts); the last layer sized by ``output_units``."""
+    units = output_units(exp, data.task, data.n_outputs, source)
+    return build_model(exp, data.n_features, units, rng, source)
+
+
 def _construct(cls, kwargs: dict, width: int, dtype, rng):
     accepted = inspect.signature(cls).parameters
     extra = {"in_features": width, "num_features": width, "dtype": dtype, "rng": rng}

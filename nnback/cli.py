@@ -79,16 +79,9 @@ def train(
     log_format: LogFormat = typer.Option(LogFormat.text, "--log-format", help="Console output format."),
 ):
     """Train an experiment: validate, load data, train, write the run folder."""
-    from nnback.errors import ConfigError
     from nnback.train.console import Console
     from nnback.train.run import train as run_train
-    from nnback.train.timeparse import parse_duration
 
-    if max_time is not None:
-        try:
-            parse_duration(max_time)
-        except ValueError as exc:
-            raise ConfigError(f"--max-time: {exc}") from None
     console = Console("quiet" if quiet else log_format.value)
     return run_train(config, overrides=set_ or (), out=out, resume=resume, force=force,
                      max_time=max_time, skip_if_done=skip_if_done, console=console)

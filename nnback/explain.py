@@ -13,6 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
+from nnback.build import build_loss, build_network
+from nnback.config import load_config
+from nnback.data import load_data
+
 # Per layer class: forward lines, the lines of what it passes back, (param, formula) it
 # keeps, (cached array, shape). Templates see i = D_in, o = D_out, layer, bias and keep.
 LAYER_FORMULAS = {
@@ -184,14 +190,7 @@ def explain_config(config: str | Path, overrides=()) -> str:
     Raises:
         NnbackError: a bad config or data (as ``nnback validate``).
     """
-    import numpy as np
-
-    from nnback.build import build_loss, build_model, output_units
-    from nnback.config import load_config
-    from nnback.data import load_data
-
     exp = load_config(config, overrides)
     bundle = load_data(exp.data, seed=exp.seed, base_dir=Path.cwd())
-    units = output_units(exp, bundle.task, bundle.n_outputs, str(config))
-    model = build_model(exp, bundle.n_features, units, np.random.default_rng(exp.seed), str(config))
+    model = build_network(exp, bundle, np.random.default_rng(exp.seed), str(config))
     return f"{config}: {exp.name}\n" + explain_model(model, bundle.n_features, build_loss(exp))

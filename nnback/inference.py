@@ -6,6 +6,7 @@ import csv
 import io
 from pathlib import Path
 
+from pydantic import ValidationError
 
 from nnback.build import loss_targets
 from nnback.config.data import FileData
@@ -27,7 +28,8 @@ def eval_saved(path: str | Path, split: str = "test", data_file: str | Path | No
         data_file: a labelled .csv/.npz file instead (same columns as in training).
 
     Returns:
-        ``{"<split>_loss": float, "<split>_accuracy": float, "samples": int}``.
+        ``{"<split>_loss": float, "<split>_accuracy": float, "samples": int}``, the
+        prefix ``data`` for a file; accuracy only for classification.
     """
     predictor = load(path)
     classification = predictor.data.task == "classification"
@@ -57,8 +59,9 @@ def _labelled_file(predictor: Predictor, path: Path) -> Split:
         options.update((k, getattr(saved, k)) for k in ("x_key", "y_key") if getattr(saved, k, None))
     try:
         cfg = FileData.model_validate(options)
-    except ValueError as exc:
-        raise DataError(f"{path}: cannot read as a labelled file: {exc}") from None
+    except ValidationError as exc:
+        reasons = "; ".join(str(e.get("ctx", {}).get("error", e["msg"])) for e in exc.errors())
+        raise DataError(f"{path}: cannot read as a labelled file: {reasons}") from None
     return read_labelled(cfg, Path.cwd(), predictor.data, predictor.preprocessor)
 
 
@@ -75,7 +78,7 @@ def predict_file(path: str | Path, inputs: str | Path, out: str | Path | None = 
     writer = csv.writer(buffer, lineterminator="\n")
     if predictor.data.task == "classification":
         labels = predictor.predict(X, preprocessed=True)
-        probabilistic = predictor.exp.loss.type != "hinge"
+        probabilistic = predictor.probabilistic
         header = ["prediction"]
         if probabilistic:
             proba = predictor.predict_proba(X, preprocessed=True)

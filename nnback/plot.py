@@ -196,6 +196,12 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path = "plot.png", width: f
     """
     if not run_dirs:
         raise NnbackError("plot: give at least one run folder")
+    if dpi < 1:
+        raise NnbackError(f"plot: --dpi {dpi}: must be at least 1")
+    for option, inches in (("--width", width), ("--height", height)):
+        if not (math.isfinite(inches) and inches * dpi >= 1):
+            raise NnbackError(f"plot: {option} {inches:g}: must be a finite size in inches "
+                              f"of at least one pixel")
     runs = [load_run(d) for d in run_dirs]
     fig = make_figure(runs, width, height, dpi)
     out = Path(out)

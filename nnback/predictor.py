@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from nnback.build import build_loss, build_model, output_units
+from nnback.build import build_loss, build_network
 from nnback.config.schema import Experiment
 from nnback.data import DataMeta, Preprocessor, labels_from_indices
 from nnback.errors import CheckpointError
 from nnback.layers.activations import sigmoid
 from nnback.train.checkpoint import load_checkpoint
 from nnback.train.evaluate import EVAL_BATCH, predicted_classes
-from nnback.train.snapshot import restore_arrays
+from nnback.train.snapshot import restore_arrays, role_arrays
 
 
 def resolve_weights(path: str | Path) -> Path:
@@ -64,7 +64,7 @@ class Predictor:
 
     def predict_proba(self, X, preprocessed: bool = False) -> np.ndarray:
         """Class probabilities (N, C), columns in the order of ``classes``."""
-        if self.exp.loss.type not in ("softmax_cross_entropy", "bce_with_logits"):
+        if not self.probabilistic:
             raise ValueError(f"probabilities need a probabilistic loss, this model uses {self.exp.loss.type}")
         scores = self.scores(X, preprocessed)
         if scores.shape[1] == 1:
@@ -84,6 +84,11 @@ class Predictor:
     def classes(self) -> list | None:
         return self.data.classes
 
+    @property
+    def probabilistic(self) -> bool:
+        """True when the loss makes the scores probabilities (``predict_proba`` works)."""
+        return self.exp.loss.type in ("softmax_cross_entropy", "bce_with_logits")
+
 
 def load(path: str | Path) -> Predictor:
     """Load saved weights: a run folder, its ``model.npz`` or a checkpoint ``.npz``.
@@ -99,12 +104,10 @@ def load(path: str | Path) -> Predictor:
         data = DataMeta.from_dict(meta["data"])
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"{weights}: not an nnback model ({type(exc).__name__}: {exc})") from None
-    units = output_units(exp, data.task, data.n_outputs, str(weights))
-    model = build_model(exp, data.n_features, units, np.random.default_rng(0), str(weights))
+    model = build_network(exp, data, np.random.default_rng(0), str(weights))
     try:
         restore_arrays(model, arrays)
     except ValueError as exc:
         raise CheckpointError(f"{weights}: weights do not fit the saved config: {exc}") from None
-    prep = Preprocessor.from_state_dict(
-        {k.removeprefix("prep/"): v for k, v in arrays.items() if k.startswith("prep/")})
+    prep = Preprocessor.from_state_dict(role_arrays(arrays, "prep"))
     return Predictor(model, prep, data, exp)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from nnback.build import build_loss, build_model, build_optimizer, loss_targets, output_units
+from nnback.build import build_loss, build_network, build_optimizer, loss_targets
 from nnback.config import load_config
 from nnback.data import load_data
 from nnback.gradcheck import check_model
@@ -34,8 +34,7 @@ def validate_report(config: str | Path, overrides=()) -> str:
     """Validate the config and its data; return the report ``nnback validate`` prints."""
     exp = load_config(config, overrides)
     bundle = load_data(exp.data, seed=exp.seed, base_dir=Path.cwd())
-    units = output_units(exp, bundle.task, bundle.n_outputs, str(config))
-    model = build_model(exp, bundle.n_features, units, np.random.default_rng(exp.seed), str(config))
+    model = build_network(exp, bundle, np.random.default_rng(exp.seed), str(config))
     optimizer = build_optimizer(exp, model)
     rows = layer_table(model, bundle.n_features)
     name_w = max(len(r[0]) for r in rows)
@@ -73,9 +72,8 @@ def gradcheck_report(config: str | Path, overrides=(), batch: int = 8, threshold
     exp = load_config(config, overrides)
     exp = exp.model_copy(update={"model": exp.model.model_copy(update={"dtype": "float64"})})
     bundle = load_data(exp.data, seed=exp.seed, base_dir=Path.cwd())
-    units = output_units(exp, bundle.task, bundle.n_outputs, str(config))
     rng = np.random.default_rng(exp.seed)
-    model = build_model(exp, bundle.n_features, units, rng, str(config))
+    model = build_network(exp, bundle, rng, str(config))
     for _, param, _ in model.parameters():
         if param.ndim == 1:
             # Zero biases put every ReLU exactly on its kink for an all-zero input row

@@ -15,14 +15,12 @@ import math
 import re
 from pathlib import Path
 
-import yaml
-
 from nnback.config.diff import differing_keys, flatten
+from nnback.config.loader import read_yaml
 from nnback.errors import NnbackError
 
 STATUSES = ("completed", "early_stopped", "interrupted", "time_limit", "diverged", "failed",
             "incomplete")
-# Config keys that say where or how long a run goes, not what it computes.
 FORMATS = ("table", "csv", "json")
 # Cells aligned right: numbers, durations and the "-" of a missing value.
 NUMBER = re.compile(r"^(-|[-+]?[\d.]+(e[-+]?\d+)?(s|m\d\ds|h\d\dm)?)$")
@@ -75,10 +73,7 @@ def load_run(path: str | Path) -> Run:
     config_path = path / "config.yaml"
     if not config_path.is_file():
         raise NnbackError(f"{path}: not a run folder (no config.yaml)")
-    try:
-        config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise NnbackError(f"{config_path}: cannot read: {exc}") from None
+    config = read_yaml(config_path)
     metrics_path = path / "metrics.jsonl"
     metrics = read_jsonl(metrics_path) if metrics_path.is_file() else []
     return Run(path, config, _read_json(path / "summary.json"), metrics)

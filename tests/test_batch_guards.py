@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnback.errors import EXIT_DIVERGED, EXIT_USAGE
+from nnback.errors import EXIT_DIVERGED, EXIT_TIME_LIMIT, EXIT_USAGE
 from nnback.layers import Linear, ReLU
 from nnback.model import Sequential
 from nnback.train.divergence import find_nonfinite_grad
@@ -107,6 +107,27 @@ def test_force_resumes_an_unfinished_run_with_another_config(completed, nnback):
     assert forced.returncode == 0, forced.stderr
     assert (summary(run)["status"], summary(run)["epochs"]) == ("completed", 25)
     assert [r["epoch"] for r in read_jsonl(run / "metrics.jsonl")] == list(range(1, 26))
+
+
+@pytest.mark.parametrize("change, reason", [
+    ("model.layers.0.units=8", "shape mismatch for 0.W"),
+    ("optimizer.momentum=0", "optimizer state mismatch"),
+])
+def test_force_with_a_config_the_checkpoint_cannot_fit_is_one_error_line(completed, nnback, change, reason):
+    cfg, run = completed
+    store = CheckpointStore(run)
+    store.step_paths()[0].unlink()
+    store.last_path.unlink()  # an unfinished run, so --resume loads a checkpoint
+    failed = nnback("train", cfg, "--out", run, "--resume", "--force", "--set", change)
+    line = one_error_line(failed, EXIT_USAGE)
+    assert "does not fit this config" in line and reason in line
+
+
+def test_a_zero_time_budget_stops_at_once(finished, nnback, tmp_path):
+    cfg, _ = finished
+    stopped = nnback("train", cfg, "--out", tmp_path / "run", "--max-time", "0", "--quiet")
+    assert stopped.returncode == EXIT_TIME_LIMIT, stopped.stderr
+    assert summary(tmp_path / "run")["status"] == "time_limit"
 
 
 def test_resume_of_a_run_killed_while_finishing_writes_its_outputs(completed, nnback):

@@ -89,3 +89,16 @@ def test_plot_needs_run_folders_and_matplotlib(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(NnbackError, match=r"plotting needs matplotlib: pip install 'nnback\[plot\]'"):
         plot_runs([run], tmp_path / "x.png")
+
+
+@pytest.mark.parametrize("size, message", [
+    ({"dpi": 0}, "--dpi 0: must be at least 1"),
+    ({"width": 0}, "--width 0: must be a finite size"),
+    ({"height": float("nan")}, "--height nan: must be a finite size"),
+    ({"width": 0.001}, "--width 0.001: must be a finite size"),
+])
+def test_an_image_without_pixels_is_a_user_error(tmp_path, size, message):
+    run = make_run(tmp_path / "run")
+    with pytest.raises(NnbackError, match=message):
+        plot_runs([run], tmp_path / "x.png", **size)
+    assert not (tmp_path / "x.png").exists()

@@ -166,3 +166,11 @@ def test_eval_rejects_unknown_labels(in_folder):
     result = invoke("eval", "run", "--data", "odd.csv")
     assert result.exit_code == 2
     assert result.stderr == "error: odd.csv: row 3, column 'species': label 'yak' is not one of the classes seen in training (cat, dog, emu)\n"
+
+
+def test_eval_rejects_a_file_it_cannot_read_as_labelled(in_folder):
+    np.save(in_folder / "x.npy", np.zeros((3, 2)))
+    result = invoke("eval", "run", "--data", "x.npy")
+    assert result.exit_code == 2
+    assert result.stderr == ("error: x.npy: cannot read as a labelled file: 'x.npy': npy files "
+                             "hold one array; give a pair {x: ..., y: ...}\n")

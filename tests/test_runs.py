@@ -80,6 +80,14 @@ def test_a_folder_without_config_is_not_a_run(tmp_path):
         runs_table(tmp_path / "missing")
 
 
+def test_an_unreadable_saved_config_is_one_error_line(tmp_path):
+    (tmp_path / "config.yaml").write_text("name: [\n")
+    with pytest.raises(NnbackError) as error:
+        load_run(tmp_path)
+    assert str(error.value).startswith(f"{tmp_path / 'config.yaml'}: line 2, column 1: YAML syntax error")
+    assert "\n" not in str(error.value)
+
+
 def test_run_labels_name_the_differing_hyperparameters(tmp_path):
     runs = [load_run(make_run(tmp_path / str(i), lr=lr)) for i, lr in enumerate((0.1, 0.01))]
     assert run_labels(runs) == ["digits-mlp (lr=0.1)", "digits-mlp (lr=0.01)"]

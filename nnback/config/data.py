@@ -47,7 +47,6 @@ from pydantic import (
 GENERATORS = ("spiral", "moons", "circles", "xor", "blobs", "sine", "linear")
 DATASETS = ("digits", "mnist", "fashion-mnist")
 BUILTIN_SOURCES = GENERATORS + DATASETS
-FILE_FORMATS = ("csv", "npz", "npy", "idx")
 
 
 class _Strict(BaseModel):

@@ -1,7 +1,7 @@
 """Checkpoints: verified ``.npz`` files and the rotating set kept in a run folder.
 
 A checkpoint is one uncompressed ``.npz`` holding the caller's arrays (keys such as
-``"param/0.W"``, ``"optim/0.W/exp_avg"``, ``"buffer/3.running_mean"``, ``"prep/mean"``)
+``"model/0.W"``, ``"model/3.running_mean"``, ``"optim/0.W/exp_avg"``, ``"prep/shift"``)
 plus ``"meta"``: a 0-d unicode array with the JSON text of the caller's metadata and the
 SHA-256 ``"checksum"`` of every other array, so it loads with ``allow_pickle=False`` and a
 damaged file is detected instead of resumed from.

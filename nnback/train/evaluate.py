@@ -28,12 +28,10 @@ def evaluate(model, loss_fn, split, classification: bool, batch_size: int = EVAL
     """
     n = len(split)
     loss_total, correct = 0.0, 0
-    for start in range(0, n, batch_size):
-        idx = np.arange(start, min(start + batch_size, n))
-        xb, yb = split.take(idx)
+    for xb, yb in split.batches(batch_size):
         scores = model.forward(xb, training=False)
         loss, _ = loss_fn(scores, yb)
-        loss_total += loss * len(idx)
+        loss_total += loss * len(yb)
         if classification:
             correct += int(np.count_nonzero(predicted_classes(scores) == yb.reshape(-1)))
     metrics = {"loss": loss_total / n}

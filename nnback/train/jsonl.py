@@ -72,13 +72,6 @@ class JsonlWriter:
         except OSError as exc:
             raise io_error(self.path, exc) from exc
 
-    def fsync(self) -> None:
-        """Flush the records written so far to disk."""
-        try:
-            os.fsync(self._fd)
-        except OSError as exc:
-            raise io_error(self.path, exc) from exc
-
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from nnback.config import load_config
+from nnback.config import load_config, read_yaml
 from nnback.config.diff import differing_keys
 from nnback.data import load_data
 from nnback.errors import (EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIME_LIMIT, ConfigError,
@@ -55,7 +55,7 @@ def train(config: str | Path, *, overrides=(), out: str | Path | None = None, re
     budget = _budget(max_time, exp.train.max_time)
     started = time.monotonic()
     bundle = load_data(exp.data, seed=exp.seed, base_dir=Path.cwd())
-    trainer = Trainer(exp, bundle, console, source, deadline=started + budget if budget else None)
+    trainer = Trainer(exp, bundle, console, source, deadline=started + budget if budget is not None else None)
     run_dir = run_dir if run_dir is not None else _new_run_dir(exp)
     check_writable(run_dir)
     with RunLock(run_dir):
@@ -81,7 +81,7 @@ def train(config: str | Path, *, overrides=(), out: str | Path | None = None, re
 
 def _budget(max_time: str | None, configured: str | None) -> float | None:
     """Seconds of the --max-time option, else of ``train.max_time``; None for no limit."""
-    if not max_time:
+    if max_time is None:
         return parse_duration(configured) if configured else None
     try:
         return parse_duration(max_time)
@@ -108,7 +108,11 @@ def _resume(trainer: Trainer, console) -> bool:
     for line in found.warnings():
         console.warn(line)
     best = trainer.store.load_best()
-    trainer.restore(arrays, meta, best)
+    try:
+        trainer.restore(arrays, meta, best)
+    except (KeyError, ValueError) as exc:  # a config changed under --force
+        raise ConfigError(f"{path}: does not fit this config ({exc.args[0]}); "
+                          f"resume with the saved config or choose another --out") from None
     p = trainer.progress
     if p.status in DONE:
         console.info(f"{trainer.run_dir}: the run is already {p.status}")
@@ -209,12 +213,7 @@ def _new_run_dir(exp) -> Path:
 
 def _saved_config(run_dir: Path) -> dict | None:
     path = run_dir / "config.yaml"
-    if not path.exists():
-        return None
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read the saved config: {exc}") from None
+    return read_yaml(path) if path.exists() else None
 
 
 def _read_summary(run_dir: Path) -> dict | None:

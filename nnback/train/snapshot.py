@@ -22,9 +22,15 @@ def model_arrays(model, bundle) -> dict:
     return arrays
 
 
+def role_arrays(arrays: dict, role: str) -> dict:
+    """The arrays named ``<role>/<name>``, keyed by ``<name>``."""
+    prefix = f"{role}/"
+    return {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
+
+
 def restore_arrays(model, arrays: dict) -> None:
     """Load the ``model/`` arrays into ``model``."""
-    model.load_state_dict({k.removeprefix("model/"): v for k, v in arrays.items() if k.startswith("model/")})
+    model.load_state_dict(role_arrays(arrays, "model"))
 
 
 def run_meta(exp, bundle) -> dict:

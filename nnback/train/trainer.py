@@ -16,17 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-from nnback.build import (build_loss, build_model, build_optimizer, build_schedule, loss_targets,
-                          output_units, steps_per_epoch)
+from nnback.build import (build_loss, build_network, build_optimizer, build_schedule, loss_targets,
+                          steps_per_epoch)
 from nnback.diagnostics import DiagnosticsRecorder
-from nnback.errors import ConfigError
 from nnback.layers import BatchNorm1d
 from nnback.optim import clip_grad_norm
+from nnback.train.atomic import atomic_save_npz
 from nnback.train.checkpoint import CheckpointStore
 from nnback.train.evaluate import evaluate
 from nnback.train.jsonl import JsonlWriter
 from nnback.train.divergence import Diverged, find_nonfinite, find_nonfinite_grad
-from nnback.train.snapshot import model_arrays, restore_arrays, run_meta
+from nnback.train.snapshot import model_arrays, restore_arrays, role_arrays, run_meta
 
 @dataclasses.dataclass
 class Progress:
@@ -67,11 +67,8 @@ class Trainer:
         self.exp, self.bundle, self.console = exp, bundle, console
         self.deadline = deadline
         self.classification = bundle.task == "classification"
-        if exp.train.early_stopping is not None and bundle.val is None:
-            raise ConfigError(f"{source}: train.early_stopping: needs a validation split (data.split.val > 0)")
         self.rng = np.random.default_rng(exp.seed)
-        units = output_units(exp, bundle.task, bundle.n_outputs, source)
-        self.model = build_model(exp, bundle.n_features, units, self.rng, source)
+        self.model = build_network(exp, bundle, self.rng, source)
         self.loss_fn = build_loss(exp)
         for split in (bundle.train, bundle.val, bundle.test):
             if split is not None:
@@ -116,9 +113,7 @@ class Trainer:
     def restore(self, arrays: dict, meta: dict, best: tuple | None) -> None:
         """Continue from a checkpoint (and the best-weights checkpoint, if any)."""
         restore_arrays(self.model, arrays)
-        self.optimizer.load_state_dict(
-            {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
-        )
+        self.optimizer.load_state_dict(role_arrays(arrays, "optim"))
         self.rng.bit_generator.state = meta["rng"]
         self.progress = Progress(**meta["progress"])
         if best is not None:
@@ -244,7 +239,7 @@ class Trainer:
         p.skipped += 1
         replay = self.run_dir / "divergence" / f"step-{p.step:09d}.npz"
         replay.parent.mkdir(exist_ok=True)
-        np.savez(replay, X=xb, y=yb)
+        atomic_save_npz(replay, {"X": xb, "y": yb})
         message = (f"epoch {p.epoch + 1}, step {p.step}: {problem}; "
                    f"batch saved to {replay.relative_to(self.run_dir)}")
         if p.skipped > self.exp.train.divergence.skip_batches:
