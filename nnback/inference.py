@@ -15,7 +15,7 @@ from nnback.data.dataset import Split
 from nnback.data.inputs import read_labelled
 from nnback.errors import DataError
 from nnback.predictor import Predictor, load
-from nnback.train.atomic import atomic_write_text
+from nnback.atomic import atomic_write_text
 from nnback.train.evaluate import evaluate
 
 

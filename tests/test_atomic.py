@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from nnback.errors import RunIOError
-from nnback.train import atomic
-from nnback.train.atomic import (
+from nnback import atomic
+from nnback.atomic import (
     TEMP_SUFFIX,
     atomic_save_npz,
     atomic_write,

@@ -20,7 +20,7 @@ import pytest
 from nnback.config import load_config
 from nnback.data import load_data
 from nnback.errors import EXIT_IO, EXIT_LOCKED, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIME_LIMIT, EXIT_USAGE
-from nnback.train.atomic import TEMP_SUFFIX
+from nnback.atomic import TEMP_SUFFIX
 from nnback.train.checkpoint import CheckpointStore
 from nnback.train.console import Console
 from nnback.train.jsonl import read_jsonl

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from nnback.errors import CheckpointError
-from nnback.train.atomic import TEMP_SUFFIX
+from nnback.atomic import TEMP_SUFFIX
 from nnback.train.checkpoint import CheckpointStore, checksum, load_checkpoint, save_checkpoint
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from nnback.errors import RunIOError
 from nnback.train.preflight import check_free_space, check_writable
-from nnback.train.timeparse import parse_duration
+from nnback.config.timeparse import parse_duration
 
 
 def test_check_writable_creates_folder_and_leaves_nothing(tmp_path):

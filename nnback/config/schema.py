@@ -12,6 +12,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from nnback.config.data import DataConfig
+from nnback.config.timeparse import parse_duration
 
 
 class Section(BaseModel):
@@ -287,8 +288,6 @@ class TrainConfig(Section):
         """A number of seconds or a text like '1h30m'; kept as text."""
         if value is None:
             return None
-        from nnback.train.timeparse import parse_duration
-
         parse_duration(value)
         return str(value)
 

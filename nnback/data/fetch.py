@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from nnback.atomic import atomic_write
 from nnback.errors import DataError
 
 IDX_FILES = {
@@ -96,45 +95,27 @@ def sha256_of(path: Path) -> str:
 
 def _download(url: str, path: Path, expected: str, timeout: float) -> None:
     """Stream url into path atomically; nothing is left at path or beside it on failure."""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    except OSError as exc:
-        raise DataError(f"{path.parent}: cannot write ({exc.strerror or exc})") from None
-    try:
+
+    def write(out) -> None:
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as response:
-                    size, received = response.headers.get("Content-Length"), 0
-                    while chunk := response.read(CHUNK):
-                        digest.update(chunk)
-                        out.write(chunk)
-                        received += len(chunk)
-                if size is not None and received != int(size):
-                    raise DataError(f"{url}: download failed (connection closed after "
-                                    f"{received} of {size} bytes)")
-            except urllib.error.HTTPError as exc:
-                raise DataError(f"{url}: download failed (HTTP {exc.code} {exc.reason})") from None
-            except (OSError, http.client.HTTPException) as exc:
-                raise DataError(f"{url}: download failed ({getattr(exc, 'reason', exc)})") from None
-            out.flush()
-            os.fsync(out.fileno())
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                size, received = response.headers.get("Content-Length"), 0
+                while chunk := response.read(CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    received += len(chunk)
+        except urllib.error.HTTPError as exc:
+            raise DataError(f"{url}: download failed (HTTP {exc.code} {exc.reason})") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise DataError(f"{url}: download failed ({getattr(exc, 'reason', exc)})") from None
+        if size is not None and received != int(size):
+            raise DataError(f"{url}: download failed (connection closed after "
+                            f"{received} of {size} bytes)")
         if digest.hexdigest() != expected:
             raise DataError(f"{url}: SHA-256 mismatch (expected {expected}, got "
                             f"{digest.hexdigest()}); the file was not saved")
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic_write(path, write)
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in folder durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -22,14 +22,14 @@ from nnback.config.diff import differing_keys
 from nnback.data import load_data
 from nnback.errors import (EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIME_LIMIT, ConfigError,
                            NnbackError, RunIOError)
-from nnback.train.atomic import atomic_write_json, atomic_write_text, remove_temp_files
+from nnback.atomic import atomic_write_json, atomic_write_text, remove_temp_files
 from nnback.train.checkpoint import save_checkpoint
 from nnback.train.divergence import Diverged
 from nnback.train.jsonl import read_jsonl, truncate_after
 from nnback.train.lock import RunLock
 from nnback.train.preflight import check_free_space, check_writable
 from nnback.train.snapshot import model_arrays, run_meta, versions
-from nnback.train.timeparse import parse_duration
+from nnback.config.timeparse import parse_duration
 from nnback.train.trainer import Trainer
 
 DONE = ("completed", "early_stopped")

@@ -21,7 +21,7 @@ from nnback.build import (build_loss, build_network, build_optimizer, build_sche
 from nnback.diagnostics import DiagnosticsRecorder
 from nnback.layers import BatchNorm1d
 from nnback.optim import clip_grad_norm
-from nnback.train.atomic import atomic_save_npz
+from nnback.atomic import atomic_save_npz
 from nnback.train.checkpoint import CheckpointStore
 from nnback.train.evaluate import evaluate
 from nnback.train.jsonl import JsonlWriter
