@@ -79,7 +79,7 @@ class Sequential:
                 dout = layer.backward(dout)
                 if trace is not None:
                     trace.append(dout)
-            return dout
+            return dout if input_grad else None
         last = 0 if input_grad else self._first_trained
         for i in range(len(self.layers) - 1, last - 1, -1):
             layer = self.layers[i]
