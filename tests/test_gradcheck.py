@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 
-from nnback.gradcheck import check_layer, check_loss, numerical_gradient, rel_error
+from nnback.gradcheck import check_layer, check_loss, check_model, numerical_gradient, rel_error
 from nnback.layers import BatchNorm1d, Dropout, Linear, ReLU
-from nnback.losses import MSE
+from nnback.losses import MSE, SoftmaxCrossEntropy
+from nnback.model import Sequential
 
 
 class WrongReLU(ReLU):
@@ -75,3 +76,29 @@ def test_check_layer_requires_float64():
         check_layer(Linear(3, 2, rng=rng), rng.standard_normal((2, 3)), rng)
     with pytest.raises(ValueError, match="x is float32"):
         check_layer(ReLU(), np.ones((2, 3), np.float32), rng)
+
+
+def _bias_before_batchnorm(rng, bias_layer):
+    return Sequential([bias_layer, BatchNorm1d(7, dtype=np.float64), ReLU(),
+                       Linear(7, 3, dtype=np.float64, rng=rng)])
+
+
+class OffsetBiasLinear(Linear):
+    """Linear whose bias gradient is off by a small constant: a bug the floor must not hide."""
+
+    def backward_params(self, dout):
+        super().backward_params(dout)
+        self.grads["b"] += 1e-4
+
+
+def test_a_bias_with_zero_true_gradient_passes_but_a_small_wrong_one_fails():
+    rng = np.random.default_rng(8)
+    x, y = rng.standard_normal((6, 5)), rng.integers(0, 3, 6)
+    model = _bias_before_batchnorm(rng, Linear(5, 7, dtype=np.float64, rng=rng))
+    errors = check_model(model, SoftmaxCrossEntropy(), x, y)
+    assert np.abs(model[0].grads["b"]).max() < 1e-15  # normalisation removes the bias
+    assert max(errors.values()) < 1e-7
+    wrong = _bias_before_batchnorm(rng, OffsetBiasLinear(5, 7, dtype=np.float64, rng=rng))
+    errors = check_model(wrong, SoftmaxCrossEntropy(), x, y)
+    assert errors["0.b"] > 1e-3
+    assert errors["0.W"] < 1e-7
