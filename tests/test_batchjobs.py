@@ -176,6 +176,29 @@ def test_every_checkpoint_agrees_with_the_metrics_log(write_config, tmp_path):
     assert all(evals == logged for _, evals, logged in saves)
 
 
+def test_a_skipped_batch_leaves_the_running_statistics_as_they_were(write_config, tmp_path):
+    cfg = write_config({"model": {"layers": [{"type": "linear", "units": 8, "bias": False},
+                                            "batchnorm", "relu", {"type": "linear", "units": "auto"}]},
+                        "train": {"divergence": {"skip_batches": 1}}})
+    exp = load_config(cfg)
+    run = tmp_path / "run"
+    run.mkdir()
+    trainer = Trainer(exp, load_data(exp.data, seed=exp.seed, base_dir=tmp_path), Console("quiet"), str(cfg))
+    trainer.open(run)
+    train = trainer.bundle.train
+    xb, yb = train.take(np.arange(16))
+    trainer._step(xb, yb)  # a finite batch moves them
+    before = {name: array.copy() for name, array in trainer.model.buffers()}
+    assert not np.array_equal(before["1.running_mean"], 0)
+    bad = xb.copy()
+    bad[0, 0] = np.inf
+    with np.errstate(invalid="ignore", over="ignore"):  # as fit() runs its steps
+        trainer._step(bad, yb)
+    assert trainer.progress.skipped == 1
+    for name, array in trainer.model.buffers():
+        np.testing.assert_array_equal(array, before[name], err_msg=name)
+
+
 # --- SIGTERM / SIGINT and the time budget ---------------------------------------------------
 
 

@@ -79,6 +79,9 @@ class Trainer:
         if n > bs and n % bs == 1 and any(isinstance(l, BatchNorm1d) for l in self.model.layers):
             self.steps_in_epoch -= 1  # a batch of one sample has no batch statistics
         self.total_steps = exp.train.epochs * self.steps_in_epoch
+        # Running statistics as they were before the current batch, restored when the
+        # batch turns out non-finite (its forward pass has already moved them).
+        self._buffers_before = [(array, array.copy()) for _, array in self.model.buffers()]
         self.lr_at = build_schedule(exp, self.steps_in_epoch)
         self.run_dir: Path | None = None
         self.store: CheckpointStore | None = None
@@ -212,6 +215,8 @@ class Trainer:
         if diag is not None and not diag.due(p.step + 1):
             diag = None
         trace_f, trace_b = ([], []) if diag is not None else (None, None)
+        for array, saved in self._buffers_before:
+            np.copyto(saved, array)
         scores = self.model.forward(xb, training=True, trace=trace_f)
         loss, dscores = self.loss_fn(scores, yb)
         if not math.isfinite(loss):
@@ -237,6 +242,8 @@ class Trainer:
         """A batch whose loss or gradient is not finite: skip it (within the limit) or stop."""
         p = self.progress
         p.skipped += 1
+        for array, saved in self._buffers_before:
+            np.copyto(array, saved)
         replay = self.run_dir / "divergence" / f"step-{p.step:09d}.npz"
         replay.parent.mkdir(exist_ok=True)
         atomic_save_npz(replay, {"X": xb, "y": yb})
