@@ -32,8 +32,7 @@ def _figure_class():
 def _diagnostics(run: Run) -> list[dict]:
     from nnback.train.jsonl import read_jsonl
 
-    path = run.path / "diagnostics.jsonl"
-    return read_jsonl(path) if path.is_file() else []
+    return read_jsonl(run.path / "diagnostics.jsonl", missing_ok=True)
 
 
 def _x_key(runs: list[Run]) -> str:

@@ -74,8 +74,7 @@ def load_run(path: str | Path) -> Run:
     if not config_path.is_file():
         raise NnbackError(f"{path}: not a run folder (no config.yaml)")
     config = read_yaml(config_path)
-    metrics_path = path / "metrics.jsonl"
-    metrics = read_jsonl(metrics_path) if metrics_path.is_file() else []
+    metrics = read_jsonl(path / "metrics.jsonl", missing_ok=True)
     return Run(path, config, _read_json(path / "summary.json"), metrics)
 
 

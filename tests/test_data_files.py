@@ -1,6 +1,7 @@
 """File readers: CSV, .npz, .npy, IDX, and the one-line error of every bad file."""
 
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,8 +129,11 @@ def test_mapped_npy_gathers_and_releases(tmp_path):
     np.testing.assert_array_equal(mapped[np.array([4, 0])], X.reshape(5, 12)[[4, 0]])
     np.testing.assert_array_equal(mapped[1:3], X.reshape(5, 12)[1:3])
     np.save(tmp_path / "f.npy", np.asfortranarray(X[:, :, 0]))
-    with pytest.raises(DataError, match="f.npy: memory mapping needs a C-order array"):
+    with pytest.raises(DataError, match="f.npy: memory mapping needs a C-order array") as rejected:
         MappedNpy(tmp_path / "f.npy", "f.npy")
+    maps = Path("/proc/self/maps")
+    if maps.exists():  # the rejected file is unmapped at once, not at garbage collection
+        assert rejected.traceback and str(tmp_path / "f.npy") not in maps.read_text()
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])

@@ -56,6 +56,19 @@ class MappedNpy:
             raise DataError(f"{origin}: not a readable .npy file ({exc})") from None
         except OSError as exc:
             raise file_error(origin, exc) from None
+        try:
+            rows = self._rows(shape, fortran, dtype, offset)
+        except DataError:
+            self._mm.close()
+            raise
+        self._array = np.ndarray(rows, dtype=dtype, buffer=self._mm, offset=offset)
+        self.shape = rows
+        self.dtype = dtype
+        self._group = max(1, RESIDENT_BYTES // (rows[1] * dtype.itemsize + FOLIO_BYTES))
+
+    def _rows(self, shape, fortran, dtype, offset) -> tuple[int, int]:
+        """(N, D) of a stored array the map can serve; DataError if it cannot."""
+        origin = self.origin
         if fortran and len(shape) > 1:
             raise DataError(f"{origin}: memory mapping needs a C-order array (this one is Fortran-order)")
         if dtype.hasobject:
@@ -67,10 +80,7 @@ class MappedNpy:
         if len(self._mm) < needed:
             raise DataError(f"{origin}: truncated: the header promises {needed} bytes, "
                             f"the file has {len(self._mm)}")
-        self._array = np.ndarray(rows, dtype=dtype, buffer=self._mm, offset=offset)
-        self.shape = rows
-        self.dtype = dtype
-        self._group = max(1, RESIDENT_BYTES // (rows[1] * dtype.itemsize + FOLIO_BYTES))
+        return rows
 
     def __len__(self) -> int:
         return self.shape[0]

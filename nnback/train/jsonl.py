@@ -99,14 +99,19 @@ def _cut_incomplete_last_line(fd: int) -> None:
     os.ftruncate(fd, 0)
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+def read_jsonl(path: str | os.PathLike, missing_ok: bool = False) -> list[dict[str, Any]]:
     """The JSON objects of ``path``, one per line, in order.
 
     An invalid last line (a writer killed mid-line) is skipped silently; an invalid line
     elsewhere is skipped with a logged warning ``"<path>:<line>: invalid JSON line
-    skipped"``. Blank lines are ignored.
+    skipped"``. Blank lines are ignored. With ``missing_ok``, a missing file reads as [].
     """
-    lines = Path(path).read_bytes().split(b"\n")
+    try:
+        lines = Path(path).read_bytes().split(b"\n")
+    except FileNotFoundError:
+        if missing_ok:
+            return []
+        raise
     last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     records = []
     for i, line in enumerate(lines):

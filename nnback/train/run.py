@@ -170,7 +170,7 @@ def _write_summary(trainer: Trainer, status: str, exit_code: int, final: dict | 
 
 
 def _last_record(path: Path) -> dict:
-    records = read_jsonl(path) if path.exists() else []
+    records = read_jsonl(path, missing_ok=True)
     return records[-1] if records else {}
 
 
