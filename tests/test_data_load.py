@@ -131,8 +131,12 @@ def test_npz_label_errors(tmp_path):
 
 
 def test_missing_file_and_split_errors(tmp_path):
-    with pytest.raises(DataError, match="^missing.npz: file not found$"):
+    with pytest.raises(DataError) as missing:
         load({"source": "missing.npz"}, tmp_path)
+    assert str(missing.value) == (f"missing.npz: file not found in {tmp_path.resolve()} "
+                                  "(relative data paths start from there)")
+    with pytest.raises(DataError, match=r"^/nowhere/x.npz: file not found$"):
+        load({"source": "/nowhere/x.npz"}, tmp_path)
     np.savez(tmp_path / "r.npz", X=np.arange(12.0).reshape(6, 2), y=np.array([0, 0, 0, 0, 1, 1]))
     with pytest.raises(DataError, match="leaves class 1 .2 rows. with no training row"):
         load({"source": "r.npz", "split": {"val": 0.3, "test": 0.3}}, tmp_path)

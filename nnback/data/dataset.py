@@ -247,7 +247,12 @@ def read_file(ref: FileRef, cfg: FileData | FilesData, base_dir: Path) -> Table:
 
 
 def _path(base_dir: Path, ref: str) -> Path:
-    return base_dir / Path(ref).expanduser()
+    """``ref`` resolved against base_dir; a missing relative path names the folder tried."""
+    path = Path(ref).expanduser()
+    if not path.is_absolute() and not (base_dir / path).exists():
+        raise DataError(f"{ref}: file not found in {base_dir.resolve()} "
+                        f"(relative data paths start from there)")
+    return base_dir / path
 
 
 def _check_like_train(table: Table, train: Table) -> None:
