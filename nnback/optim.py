@@ -349,7 +349,22 @@ class RMSprop(Optimizer):
         param += tmp_b
 
 
-def clip_grad_norm(grads, max_norm):
+def grad_norm(grads):
+    """Global L2 norm of gradient arrays taken together, as a Python float.
+
+    One BLAS dot product per array, or one in all when the arrays tile one packed
+    array (``Sequential``'s gradients do). Any NaN or infinite entry makes the norm
+    non-finite, so a finite norm proves every entry finite; a non-finite one can also
+    mean finite entries too large to square in their dtype.
+    """
+    grads = list(grads)
+    flat = _tiling(grads)
+    if flat is not None:
+        grads = [flat]
+    return math.sqrt(sum(float(np.dot(g.ravel(), g.ravel())) for g in grads))
+
+
+def clip_grad_norm(grads, max_norm, norm=None):
     """Scale gradients in place so their global L2 norm is at most ``max_norm``.
 
     As ``torch.nn.utils.clip_grad_norm_``: the total norm is the L2 norm of all the
@@ -360,19 +375,18 @@ def clip_grad_norm(grads, max_norm):
     Args:
         grads: iterable of gradient arrays, scaled in place.
         max_norm: largest allowed total norm (> 0).
+        norm: their ``grad_norm``, when the caller already has it.
 
     Returns:
         The total norm before clipping, as a Python float.
     """
     _require(max_norm > 0, "max_norm", "> 0", max_norm)
     grads = list(grads)
-    flat = _tiling(grads)
-    if flat is not None:
-        grads = [flat]
-    total = math.sqrt(sum(float(np.dot(g.ravel(), g.ravel())) for g in grads))
+    total = grad_norm(grads) if norm is None else norm
     coef = max_norm / (total + 1e-6)
     if math.isfinite(total) and coef < 1:
-        for g in grads:
+        flat = _tiling(grads)
+        for g in [flat] if flat is not None else grads:
             g *= coef
     return total
 

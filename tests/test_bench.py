@@ -82,7 +82,7 @@ def test_end_to_end_and_startup_sections():
     report = json.loads(run("--json", "--cases", "spiral", "--train", "--startup"))
     train = report["train"]
     assert set(train) == {"bare step loop", "nnback train",
-                          "nnback train, diagnostics every 100"}
+                          "nnback train, no diagnostics"}
     assert train["bare step loop"]["fraction_of_bare_loop"] == 1.0
     assert all(v["samples_per_second"] > 0 for v in train.values())
     assert "nnback --help" in report["startup"]

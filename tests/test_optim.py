@@ -7,7 +7,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from nnback.optim import SGD, Adam, AdamW, RMSprop, clip_grad_norm
+from nnback.optim import SGD, Adam, AdamW, RMSprop, clip_grad_norm, grad_norm
 
 # A fixed gradient sequence for a 2-element parameter starting at P0.
 P0 = np.array([1.0, -2.0])
@@ -416,6 +416,25 @@ def test_clip_grad_norm_non_finite_returns_norm_untouched():
     assert np.array_equal(a, [np.inf, 1.0])
     b = np.array([np.nan, 1.0])
     assert math.isnan(clip_grad_norm([b], max_norm=1.0))
+
+
+def test_grad_norm_is_the_global_norm_and_non_finite_on_any_bad_entry():
+    flat = np.arange(1.0, 8.0, dtype=np.float32)
+    a, b = flat[:3], flat[3:].reshape(2, 2)  # one packed array, as Sequential lays it out
+    assert grad_norm([a, b]) == pytest.approx(math.sqrt(sum(v * v for v in range(1, 8))), rel=1e-7)
+    assert grad_norm([a.copy(), b.copy()]) == grad_norm([a, b])
+    assert grad_norm([]) == 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for bad in (np.nan, np.inf, -np.inf):
+            b[1, 0] = bad
+            assert not math.isfinite(grad_norm([a, b]))
+            assert not math.isfinite(grad_norm([b]))
+
+
+def test_clip_grad_norm_uses_a_given_norm():
+    a = np.array([3.0, 4.0])
+    assert clip_grad_norm([a], max_norm=1.0, norm=10.0) == 10.0
+    np.testing.assert_allclose(a, [0.3, 0.4], rtol=1e-6)
 
 
 @pytest.mark.parametrize("max_norm", [0.0, -1.0])

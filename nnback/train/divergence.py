@@ -44,9 +44,8 @@ def find_nonfinite(model, x: np.ndarray) -> str:
 def find_nonfinite_grad(model) -> str | None:
     """Name the first parameter, in backward order, whose gradient is not finite.
 
-    Each gradient is summed first (one pass, no temporary array); only a non-finite sum
-    (a non-finite entry, or finite entries adding up beyond the float range) is checked
-    entry by entry.
+    Entry by entry: for the step that found a non-finite ``grad_norm``, which also
+    overflows on finite gradients too large to square.
 
     Returns:
         e.g. ``"parameter 2.W of layer 2 Linear(16, 3)"``, or None if every gradient is
@@ -55,6 +54,6 @@ def find_nonfinite_grad(model) -> str | None:
     for i in reversed(range(len(model.layers))):
         layer = model.layers[i]
         for key, grad in layer.grads.items():
-            if not np.isfinite(grad.sum()) and not np.isfinite(grad).all():
+            if not np.isfinite(grad).all():
                 return f"parameter {i}.{key} of layer {i} {layer!r}"
     return None

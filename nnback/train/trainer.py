@@ -20,7 +20,7 @@ from nnback.build import (build_loss, build_network, build_optimizer, build_sche
                           steps_per_epoch)
 from nnback.diagnostics import DiagnosticsRecorder
 from nnback.layers import BatchNorm1d
-from nnback.optim import clip_grad_norm
+from nnback.optim import clip_grad_norm, grad_norm
 from nnback.atomic import atomic_save_npz
 from nnback.train.checkpoint import CheckpointStore
 from nnback.train.evaluate import evaluate
@@ -82,6 +82,7 @@ class Trainer:
         # Running statistics as they were before the current batch, restored when the
         # batch turns out non-finite (its forward pass has already moved them).
         self._buffers_before = [(array, array.copy()) for _, array in self.model.buffers()]
+        self._grads = [grad for _, _, grad in self.model.parameters()]
         self.lr_at = build_schedule(exp, self.steps_in_epoch)
         self.run_dir: Path | None = None
         self.store: CheckpointStore | None = None
@@ -224,12 +225,13 @@ class Trainer:
             return
         # Nothing reads the input's gradient in training; diagnostics record it.
         self.model.backward(dscores, trace=trace_b, input_grad=trace_b is not None)
-        bad = find_nonfinite_grad(self.model)
+        norm = grad_norm(self._grads)  # finite only if every gradient entry is
+        bad = find_nonfinite_grad(self.model) if not math.isfinite(norm) else None
         if bad is not None:
             self._nonfinite(xb, yb, f"the gradient of {bad} is not finite (loss {loss:.6g})")
             return
         if self.exp.train.grad_clip is not None:
-            clip_grad_norm([g for _, _, g in self.model.parameters()], self.exp.train.grad_clip)
+            clip_grad_norm(self._grads, self.exp.train.grad_clip, norm=norm)
         if diag is not None:
             diag.before_update(self.model)
         self.optimizer.step()
