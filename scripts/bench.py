@@ -7,7 +7,8 @@ float32 matrix-multiply peak (measured in the same run), its peak resident memor
 and the "matrix multiplies alone" bound: the same GEMMs with nothing else. With
 ``--against torch`` / ``--against sklearn`` the same network, batch, optimizer and
 data run in those libraries, interleaved round by round with nnback, and the table
-gives the ratios. Every measurement runs in a worker process of its own, so peak
+gives the ratios; with PyTorch it also times the same GEMMs on PyTorch's BLAS, which
+separates the BLAS libraries' speed from the frameworks'. Every measurement runs in a worker process of its own, so peak
 memory is per case and library.
 
 Usage:
@@ -71,7 +72,9 @@ CASES = {
 TITLES = {"spiral": "spiral 2-100-3, batch 300", "digits": "digits 64-128-10, batch 64",
           "mnist": "mnist-shaped 784-256-256-10, batch 128",
           "wide": "wide 784-1024-1024-10, batch 512"}
-LIBRARIES = ("nnback", "matmul", "torch", "sklearn")
+LIBRARIES = ("nnback", "matmul", "torch", "torch-matmul", "sklearn")
+BOUNDS = ("matmul", "torch-matmul")  # the multiplies alone, on NumPy's and PyTorch's BLAS
+BLAS_NAMES = {"matmul": "NumPy's BLAS", "torch-matmul": "PyTorch's BLAS"}
 
 
 def tiny(case):
@@ -133,28 +136,44 @@ def nnback_step(case, x, y):
     return step
 
 
-def matmul_step(case, x, y):
-    """The step's GEMMs alone, into preallocated arrays."""
+def gemm_step(case, x, matmul, wrap):
+    """The step's GEMMs alone, into preallocated arrays: ``matmul(a, b, out=)`` on the
+    NumPy float32 arrays as ``wrap`` turns them into the library's own."""
     import numpy as np
 
     rng = np.random.default_rng(1)
     n, dims = case.batch, case.dims
-    weights = [rng.standard_normal((a, b), dtype=np.float32) * np.float32(a ** -0.5)
+    weights = [wrap(rng.standard_normal((a, b), dtype=np.float32) * np.float32(a ** -0.5))
                for a, b in zip(dims[:-1], dims[1:])]
-    grads = [np.empty_like(w) for w in weights]
-    acts = [x[:n]] + [np.empty((n, d), np.float32) for d in dims[1:]]
-    deltas = [None] + [rng.standard_normal((n, d), dtype=np.float32) for d in dims[1:]]
+    grads = [wrap(np.empty((a, b), np.float32)) for a, b in zip(dims[:-1], dims[1:])]
+    acts = [wrap(x[:n])] + [wrap(np.empty((n, d), np.float32)) for d in dims[1:]]
+    deltas = [None] + [wrap(rng.standard_normal((n, d), dtype=np.float32)) for d in dims[1:]]
 
     def step():
         for i, w in enumerate(weights):
-            np.matmul(acts[i], w, out=acts[i + 1])
+            matmul(acts[i], w, out=acts[i + 1])
         for i in range(len(weights) - 1, -1, -1):
-            np.matmul(acts[i].T, deltas[i + 1], out=grads[i])
+            matmul(acts[i].T, deltas[i + 1], out=grads[i])
             if i:
-                np.matmul(deltas[i + 1], weights[i].T, out=deltas[i])
+                matmul(deltas[i + 1], weights[i].T, out=deltas[i])
         return 1
 
     return step
+
+
+def matmul_step(case, x, y):
+    """The step's GEMMs alone on NumPy's BLAS."""
+    import numpy as np
+
+    return gemm_step(case, x, np.matmul, lambda a: a)
+
+
+def torch_matmul_step(case, x, y, threads):
+    """The step's GEMMs alone on PyTorch's BLAS."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return gemm_step(case, x, torch.mm, torch.from_numpy)
 
 
 def torch_step(case, x, y, threads):
@@ -201,6 +220,7 @@ def sklearn_step(case, x, y):
 
 
 STEPS = {"nnback": nnback_step, "matmul": matmul_step, "sklearn": sklearn_step}
+TORCH_STEPS = {"torch": torch_step, "torch-matmul": torch_matmul_step}
 
 
 def peak_gflops(np, size, seconds):
@@ -249,8 +269,8 @@ def worker(library, case_name, is_tiny, torch_threads):
     case = tiny(CASES[case_name]) if is_tiny else CASES[case_name]
     baseline = rss_mib("VmRSS")
     x, y = synthetic(case, np)
-    if library == "torch":
-        step = torch_step(case, x, y, torch_threads)
+    if library in TORCH_STEPS:
+        step = TORCH_STEPS[library](case, x, y, torch_threads)
     else:
         step = STEPS[library](case, x, y)
     reply({"ready": True})
@@ -345,7 +365,7 @@ def bench_case(name, libraries, seconds, rounds, is_tiny, torch_threads):
                                       / result["libraries"]["matmul"]["samples_per_second"])
     nn["expected_mib"] = case.bytes() / 2 ** 20
     for lib in libraries:
-        if lib not in ("nnback", "matmul"):
+        if lib not in ("nnback", "matmul"):  # nnback against each other library and bound
             result["libraries"][lib]["nnback_ratio"] = (
                 nn["samples_per_second"] / result["libraries"][lib]["samples_per_second"])
     return result
@@ -492,6 +512,8 @@ def main(argv=None):
     skipped = [lib for lib in dict.fromkeys(args.against) if not importable(lib)]
     libraries = ["nnback", "matmul"] + [lib for lib in dict.fromkeys(args.against)
                                         if lib not in skipped]
+    if "torch" in libraries:
+        libraries.append("torch-matmul")
     report = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "skipped": skipped,
               "seconds": args.seconds, "rounds": args.rounds,
               "torch_threads": args.torch_threads,
@@ -543,10 +565,12 @@ def format_report(report):
              f"best of {report['rounds']} interleaved "
              f"rounds of {report['seconds']:g} s", ""]
     libs = list(report["cases"][0]["libraries"]) if report["cases"] else []
-    others = [lib for lib in libs if lib not in ("nnback", "matmul")]
+    others = [lib for lib in libs if lib not in ("nnback", *BOUNDS)]
+    bounds = [lib for lib in BOUNDS if lib in libs]
     head = ["case", "nnback samples/s", "GFLOP/s", "% of GEMM peak", "% of matmul bound",
             "peak RSS MiB (budget)"]
-    head += [f"{lib} samples/s (nnback ×)" for lib in others] + ["matmul alone samples/s"]
+    head += [f"{lib} samples/s (nnback ×)" for lib in others]
+    head += [f"matmul alone, {BLAS_NAMES[lib]} samples/s" for lib in bounds]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for case in report["cases"]:
         r = case["libraries"]
@@ -557,7 +581,7 @@ def format_report(report):
                f"{nn['peak_rss_mib']:.0f} ({nn['expected_mib'] + nn['baseline_rss_mib']:.0f})"]
         row += [f"{rate(r[lib]['samples_per_second'])} ({r[lib]['nnback_ratio']:.2f}×)"
                 for lib in others]
-        row.append(rate(r["matmul"]["samples_per_second"]))
+        row += [rate(r[lib]["samples_per_second"]) for lib in bounds]
         lines.append("| " + " | ".join(row) + " |")
     if report["skipped"]:
         lines += ["", "not installed, skipped: " + ", ".join(report["skipped"])]
