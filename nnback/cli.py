@@ -27,6 +27,22 @@ data_app = typer.Typer(help="Fetch and inspect data sets.", no_args_is_help=True
 app.add_typer(data_app, name="data")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from nnback import __version__
+
+        typer.echo(f"nnback {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+):
+    """Train neural networks described in YAML experiment files, with exact backpropagation."""
+
+
 class LogFormat(str, Enum):
     text = "text"
     json = "json"
@@ -128,8 +144,7 @@ def predict(
                                   show_default=False),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Write the CSV here (default stdout)."),
 ):
-    """Predictions for raw inputs, preprocessed as in training: class names and probabilities,
-    or values."""
+    """Predictions for raw inputs, preprocessed as in training: class names and probabilities, or values."""
     from nnback.inference import predict_file
 
     text = predict_file(run, inputs, out)

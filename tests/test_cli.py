@@ -64,6 +64,17 @@ def test_help(command, options):
         assert option in result.stdout
 
 
+def test_version():
+    from importlib.metadata import version
+
+    import nnback
+
+    result = invoke("--version")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"nnback {nnback.__version__}\n"
+    assert version("nnback") == nnback.__version__  # the package metadata agrees
+
+
 def test_validate_prints_config_and_layer_table(monkeypatch):
     monkeypatch.chdir(REPO)
     result = invoke("validate", "config/digits-mlp.yaml")
