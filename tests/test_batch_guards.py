@@ -246,3 +246,23 @@ def test_missing_config_file_is_one_error_line(nnback, tmp_path):
     failed = nnback("train", tmp_path / "nope.yaml", "--out", tmp_path / "run")
     assert one_error_line(failed, EXIT_USAGE) == f"error: {tmp_path / 'nope.yaml'}: file not found"
     assert not (tmp_path / "run").exists()
+
+
+# --- the output stream going away ------------------------------------------------------
+
+
+def test_a_closed_stdout_does_not_stop_training(write_config, nnback_start, tmp_path):
+    """A pipe whose reader exits (`nnback train ... | head -1`, a dead log shipper)."""
+    cfg = write_config({"train": {"epochs": 150}})  # many more lines than are read
+    run = tmp_path / "run"
+    proc = nnback_start("train", cfg, "--out", run)
+    assert proc.stdout.readline().startswith("run folder ")
+    proc.stdout.close()
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert stderr.splitlines()[0] == ("warning: output stream closed; training goes on, "
+                                      "its log is in metrics.jsonl")
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
+    assert summary(run)["status"] == "completed"
+    assert (run / "model.npz").exists()
+    assert numbers(run)[-1]["epoch"] == 150

@@ -3,12 +3,15 @@
 ``text`` prints greppable lines such as
 ``epoch 3/30 train_loss 0.4132 val_loss 0.3907 val_acc 0.9410 lr 9.1e-02 1.2s``;
 ``json`` prints each record as one JSON object; ``quiet`` prints only warnings.
-A live progress bar is drawn only when stdout is a terminal.
+A live progress bar is drawn only when stdout is a terminal. If the stream is closed
+under a running job (a pipe whose reader exits), training goes on without it: one
+warning on stderr, and the log stays in ``metrics.jsonl``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 FIELDS = (("train_loss", "train_loss", ".4f"), ("val_loss", "val_loss", ".4f"),
@@ -28,13 +31,28 @@ class Console:
         self.stream = stream or sys.stdout
         self.live = mode == "text" and self.stream.isatty()
         self._bar_shown = False
+        self._closed = False
 
     def _emit(self, line: str) -> None:
         if self._bar_shown:
-            self.stream.write("\r\033[K")
             self._bar_shown = False
-        self.stream.write(line + "\n")
-        self.stream.flush()
+            line = "\r\033[K" + line
+        self._write(line + "\n")
+
+    def _write(self, text: str) -> None:
+        """Write and flush; a closed stream is dropped for the rest of the run."""
+        if self._closed:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except BrokenPipeError:
+            self._closed = True
+            self.live = False
+            _discard_further_output(self.stream)
+            sys.stderr.write("warning: output stream closed; training goes on, "
+                             "its log is in metrics.jsonl\n")
+            sys.stderr.flush()
 
     def info(self, text: str, **fields) -> None:
         """A one-off message (start, resume, final summary)."""
@@ -73,6 +91,17 @@ class Console:
         width = 24
         filled = width * batch // batches
         bar = "#" * filled + "-" * (width - filled)
-        self.stream.write(f"\repoch {epoch}/{epochs} [{bar}] {batch}/{batches} loss {loss:.4f}")
-        self.stream.flush()
+        self._write(f"\repoch {epoch}/{epochs} [{bar}] {batch}/{batches} loss {loss:.4f}")
         self._bar_shown = True
+
+
+def _discard_further_output(stream) -> None:
+    """Point a closed stream's file descriptor at /dev/null, so that the flush at
+    interpreter exit does not fail again (what the Python docs advise for SIGPIPE)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
