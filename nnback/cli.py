@@ -40,7 +40,7 @@ def _options(
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                  help="Print the version and exit."),
 ):
-    """Train neural networks described in YAML experiment files, with exact backpropagation."""
+    """Options of the ``nnback`` command itself."""
 
 
 class LogFormat(str, Enum):
