@@ -79,9 +79,10 @@ class Trainer:
         if n > bs and n % bs == 1 and any(isinstance(l, BatchNorm1d) for l in self.model.layers):
             self.steps_in_epoch -= 1  # a batch of one sample has no batch statistics
         self.total_steps = exp.train.epochs * self.steps_in_epoch
-        # Running statistics as they were before the current batch, restored when the
-        # batch turns out non-finite (its forward pass has already moved them).
-        self._buffers_before = [(array, array.copy()) for _, array in self.model.buffers()]
+        # Running statistics as they were before the current batch, restored when a
+        # non-finite batch is skipped (its forward pass has already moved them).
+        self._buffers_before = ([(array, array.copy()) for _, array in self.model.buffers()]
+                                if exp.train.divergence.skip_batches else [])
         self._grads = [grad for _, _, grad in self.model.parameters()]
         self.lr_at = build_schedule(exp, self.steps_in_epoch)
         self.run_dir: Path | None = None
