@@ -1,0 +1,269 @@
+"""2-D convolution by im2col: one matrix multiply forward, two backward."""
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from nnback.init import INITIALIZERS
+from nnback.layers.base import Layer
+from nnback.layers.window import output_size, pair
+
+
+class Conv2d(Layer):
+    """Cross-correlation of images with F learned filters, as torch.nn.Conv2d.
+
+    With K = C * kh * kw patch values and P = Ho * Wo output pixels per image:
+
+    - forward: ``cols = im2col(x)``, (K, N * P), one column per output pixel holding
+      the (zero-padded) input patch under the window there; then one GEMM
+      ``out = W.reshape(F, K) @ cols + b``, (F, N * P), stored as (N, F, Ho, Wo).
+      (With stride 1 the matrices have kw - 1 more columns per output row, which
+      makes im2col copy long runs; see ``_Columns``.)
+    - backward, with ``dmat`` = dout as an (F, N * P) matrix:
+      ``dW = dmat @ cols.T`` (the sum over the batch of dout correlated with x),
+      ``db`` = dmat summed over its columns, and ``dcols = W.reshape(F, K).T @ dmat``,
+      which col2im adds back to the pixels each patch came from: dx, the full
+      convolution of dout with the filters rotated by 180 degrees. col2im loops over
+      the kh * kw kernel offsets, never over samples or pixels.
+
+    The im2col matrix and the other working arrays are kept and reused while the
+    input shape stays the same, so steady-state training steps allocate only the
+    output and dx.
+
+    Args:
+        in_channels: C.
+        out_channels: F, the number of filters.
+        kernel_size: kh x kw, an int for a square window or a pair (kh, kw).
+        stride: step of the window, an int or a pair (sh, sw).
+        padding: zeros added on each side, an int or a pair (ph, pw).
+        bias: whether to add the learned bias ``b``.
+        init: weight initialiser (see ``nnback.init``), with fan_in = C * kh * kw and
+            fan_out = F * kh * kw as in PyTorch.
+        dtype: dtype of the parameters.
+        rng: np.random.Generator the weights are drawn from; a fresh unseeded one if None.
+
+    Shape:
+        x: (N, C, H, W); out, dout: (N, F, Ho, Wo) with
+        Ho = (H + 2 * ph - kh) // sh + 1 and Wo = (W + 2 * pw - kw) // sw + 1;
+        dx: (N, C, H, W).
+
+    Attributes:
+        params["W"]: (F, C, kh, kw), the PyTorch and ONNX layout; ``W.reshape(F, K)``
+            is the im2col weight matrix.
+        params["b"]: (F,), zeros (absent when ``bias=False``).
+
+    Example:
+        >>> conv = Conv2d(1, 16, 3, padding=1, rng=np.random.default_rng(0))
+        >>> conv.forward(np.zeros((32, 1, 8, 8), np.float32)).shape
+        (32, 16, 8, 8)
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
+                 init="he_normal", dtype=np.float32, rng=None):
+        super().__init__()
+        if init not in INITIALIZERS:
+            raise ValueError(f"unknown init {init!r}; choose one of {sorted(INITIALIZERS)}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = pair(stride, "stride")
+        self.padding = pair(padding, "padding", minimum=0)
+        self.init = init
+        self.dtype = np.dtype(dtype)
+        self.params["W"] = np.empty((out_channels, in_channels, *self.kernel_size), self.dtype)
+        if bias:
+            self.params["b"] = np.empty(out_channels, self.dtype)
+        self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
+        self._workspace = None
+        self.reset_parameters(np.random.default_rng() if rng is None else rng)
+
+    def reset_parameters(self, rng):
+        """Redraw W with the layer's initialiser from ``rng``; set b to zeros."""
+        area = self.kernel_size[0] * self.kernel_size[1]
+        weights = self.params["W"]
+        weights[...] = INITIALIZERS[self.init](self.in_channels * area, self.out_channels * area,
+                                               rng, self.dtype, shape=weights.shape)
+        if "b" in self.params:
+            self.params["b"].fill(0)
+
+    def forward(self, x, training=True, out=None):
+        """x: (N, C, H, W) -> out: (N, F, Ho, Wo); ``out`` is an optional array to fill."""
+        ws = self._workspace_for(x)
+        mat = np.matmul(self._weight_matrix(), ws.im2col(x), out=ws.mat)
+        if out is None:
+            out = np.empty((len(x), self.out_channels, *ws.out_size), mat.dtype)
+        self._cache = ws
+        return ws.output(mat, self.params.get("b"), out)
+
+    def backward(self, dout, out=None):
+        """dout: (N, F, Ho, Wo) -> dx: (N, C, H, W); fills dW and db.
+
+        ``out`` is an optional (N, C, H, W) array to write dx into.
+        """
+        ws = self._saved()
+        dmat = self._param_grads(dout, ws)
+        dcols = np.matmul(self._weight_matrix().T, dmat, out=ws.dcols())
+        return ws.col2im(dcols, out)
+
+    def backward_params(self, dout):
+        """Overwrite dW and db from dout, (N, F, Ho, Wo), without computing dx."""
+        self._param_grads(dout, self._saved())
+
+    def _param_grads(self, dout, ws):
+        """Fill dW and db; return dout as the GEMM-shaped matrix ``dmat``."""
+        dmat = ws.dout_matrix(dout)
+        np.matmul(dmat, ws.cols.T, out=self.grads["W"].reshape(self.out_channels, -1))
+        if "b" in self.grads:
+            np.matmul(dmat, ws.ones(), out=self.grads["b"])
+        return dmat
+
+    def _weight_matrix(self):
+        """W as the (F, K) matrix of the GEMM (a view)."""
+        return self.params["W"].reshape(self.out_channels, -1)
+
+    def _workspace_for(self, x):
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"{self!r} expects (N, {self.in_channels}, H, W) input, got {x.shape}")
+        ws = self._workspace
+        dtype = np.result_type(x, self.params["W"])
+        if ws is None or ws.x_shape != x.shape or ws.dtype != dtype:
+            ws = self._workspace = _Columns(x.shape, dtype, self.kernel_size, self.stride,
+                                            self.padding, self.out_channels,
+                                            self.output_shape(x.shape[1:])[1:])
+        return ws
+
+    def output_shape(self, in_shape):
+        """(F, Ho, Wo) for (C, H, W); ValueError if the window does not fit."""
+        if len(in_shape) == 3 and in_shape[0] != self.in_channels:
+            raise ValueError(f"{self!r} expects {self.in_channels} input channels, got {in_shape[0]}")
+        return (self.out_channels,
+                *output_size(self, in_shape, self.kernel_size, self.stride, self.padding))
+
+    def columns_shape(self, in_shape, batch):
+        """Shape (K, N * Ho * Wg) of the im2col matrix for ``batch`` (C, H, W) inputs."""
+        _, *out_size = self.output_shape(in_shape)
+        ho, wg = _grid(out_size, in_shape[2] + 2 * self.padding[1], self.stride)
+        return (self.params["W"][0].size, batch * ho * wg)
+
+    def __repr__(self):
+        def show(value):
+            return value[0] if value[0] == value[1] else value
+
+        options = [f"kernel_size={show(self.kernel_size)}"]
+        if self.stride != (1, 1):
+            options.append(f"stride={show(self.stride)}")
+        if self.padding != (0, 0):
+            options.append(f"padding={show(self.padding)}")
+        if "b" not in self.params:
+            options.append("bias=False")
+        return f"Conv2d({self.in_channels}, {self.out_channels}, {', '.join(options)})"
+
+
+def _grid(out_size, padded_width, stride):
+    """(Ho, Wg): the window positions an im2col matrix has columns for (see _Columns)."""
+    return (out_size[0], padded_width if stride == (1, 1) else out_size[1])
+
+
+class _Columns:
+    """The working arrays of one Conv2d for one input shape, reused from step to step.
+
+    The input is copied into a zero-bordered buffer ``padded``, (N, C, Hp, Wp). The
+    columns of the im2col matrix run over a grid (N, Ho, Wg) of window positions: with
+    stride 1 the grid is Wg = Wp wide, kw - 1 positions wider than the output, so that
+    the Ho * Wp positions of one image are one contiguous run of the buffer and each
+    patch row (c, i, j) is copied as N long runs. The spare positions hold values that
+    no output uses: forward drops them, and backward gives them a zero gradient. With
+    a larger stride the grid is the output, Wg = Wo.
+
+    Attributes:
+        x_shape, dtype: the input they were made for; out_size: (Ho, Wo).
+        padded: (N, C, Hp, Wp), x inside a zero border.
+        cols: (K, N * Ho * Wg) im2col matrix; mat: (F, N * Ho * Wg), the forward GEMM.
+        Backward adds dmat (like mat, zero at spare positions), dcols (like cols), a
+        padded dx and a ones vector on first use.
+    """
+
+    def __init__(self, x_shape, dtype, kernel, stride, padding, channels_out, out_size):
+        n, c, h, w = x_shape
+        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+        hp, wp = h + 2 * ph, w + 2 * pw
+        self.x_shape, self.dtype, self.out_size, self.padding = x_shape, dtype, out_size, padding
+        self.grid = _grid(out_size, wp, stride)
+        plane, columns = hp * wp, n * self.grid[0] * self.grid[1]
+        # kw - 1 zeros past the last image: the spare positions of its last row read them
+        self._flat = np.zeros(n * c * plane + kw - 1, dtype)
+        self.padded = self._flat[:n * c * plane].reshape(n, c, hp, wp)
+        # patch value (c, i, j) at grid position (n, ho, wo) is padded[n, c, ho*sh + i, wo*sw + j]
+        self._patches = self._view(self._flat, (c, kh, kw, n, *self.grid),
+                                   (plane, wp, 1, c * plane, sh * wp, sw))
+        self.cols = np.empty((c * kh * kw, columns), dtype)
+        self.mat = np.empty((channels_out, columns), dtype)
+        self.kernel, self.stride, self.wp = kernel, stride, wp
+        self._made = {}  # backward's arrays, made on first use
+
+    def _view(self, flat, shape, steps, start=0):
+        """A read/write strided view of ``flat[start:]``, steps counted in elements."""
+        item = flat.itemsize
+        return as_strided(flat[start:], shape, tuple(item * s for s in steps))
+
+    def im2col(self, x):
+        """Copy the patches of x, (N, C, H, W), into ``cols``; return it."""
+        (ph, pw), (_, _, h, w) = self.padding, self.x_shape
+        self.padded[:, :, ph:ph + h, pw:pw + w] = x
+        np.copyto(self.cols.reshape(self._patches.shape), self._patches)
+        return self.cols
+
+    def output(self, mat, bias, out):
+        """The (F, N * Ho * Wg) GEMM result as (N, F, Ho, Wo) images plus bias, in ``out``."""
+        ho, wo = self.out_size
+        images = mat.reshape(len(mat), -1, *self.grid)[..., :wo].transpose(1, 0, 2, 3)
+        if bias is None:
+            np.copyto(out, images)
+        else:
+            np.add(images, bias[:, None, None], out=out)
+        return out
+
+    def dout_matrix(self, dout):
+        """dout, (N, F, Ho, Wo), as the (F, N * Ho * Wg) matrix dmat (zero at spare positions)."""
+        dmat = self._made.get("dmat")
+        if dmat is None:
+            dmat = self._made["dmat"] = np.zeros_like(self.mat)
+        wo = self.out_size[1]
+        np.copyto(dmat.reshape(len(dmat), -1, *self.grid)[..., :wo], dout.transpose(1, 0, 2, 3))
+        return dmat
+
+    def col2im(self, dcols, out):
+        """Add each column of dcols, (K, N * Ho * Wg), back onto the pixels its patch came
+        from: one strided add per kernel offset (i, j). Returns dx, (N, C, H, W): ``out``
+        if given, else a new array."""
+        n, c, h, w = self.x_shape
+        if out is None:
+            out = np.empty(self.x_shape, self.dtype)
+        dflat = self._scratch("dflat", self._flat)
+        dflat.fill(0)
+        (kh, kw), (sh, sw), plane = self.kernel, self.stride, self.padded[0, 0].size
+        by_offset = dcols.reshape(c, kh, kw, n, *self.grid)
+        for i in range(kh):
+            for j in range(kw):
+                view = self._view(dflat, (c, n, *self.grid), (plane, c * plane, sh * self.wp, sw),
+                                  start=i * self.wp + j)
+                view += by_offset[:, i, j]
+        (ph, pw) = self.padding
+        padded = dflat[:self.padded.size].reshape(self.padded.shape)
+        np.copyto(out, padded[:, :, ph:ph + h, pw:pw + w])
+        return out
+
+    def dcols(self):
+        """The (K, N * Ho * Wg) array dcols is written into."""
+        return self._scratch("dcols", self.cols)
+
+    def ones(self):
+        """A ones vector (N * Ho * Wg,): ``dmat @ ones`` sums over the columns."""
+        if "ones" not in self._made:
+            self._made["ones"] = np.ones(self.cols.shape[1], self.dtype)
+        return self._made["ones"]
+
+    def _scratch(self, name, like):
+        """An array shaped like ``like``, made on first use (backward only needs them)."""
+        if name not in self._made:
+            self._made[name] = np.empty_like(like)
+        return self._made[name]
