@@ -18,6 +18,8 @@ import numpy as np
 from nnback.build import build_loss, build_network
 from nnback.config import load_config
 from nnback.data import load_data
+from nnback.layers import Conv2d
+from nnback.report import layer_shapes, shape_text
 
 # Per layer class: forward lines, the lines of what it passes back, (param, formula) it
 # keeps, (cached array, shape). Templates see i = D_in, o = D_out, layer, bias and keep.
@@ -86,6 +88,53 @@ LAYER_FORMULAS = {
         "keeps": [("gamma", "dgamma = sum over N of (dout * xhat)"), ("beta", "dbeta = sum over N of dout")],
         "caches": [("xhat", "(N, {i})"), ("1 / sqrt(var + eps)", "(N, 1)")],
     },
+    "Conv2d": {
+        "forward": ["cols = im2col(x): ({k}, N*{p}), column (n, row, col) = the zero-padded patch of x",
+                    "       under the {layer.kernel_size[0]}x{layer.kernel_size[1]} window at that position"
+                    " (padding {layer.padding[0]}x{layer.padding[1]}, stride {layer.stride[0]}x{layer.stride[1]})",
+                    "{spare}",
+                    "out = W.reshape({f}, {k}) @ cols{bias}   (one GEMM), stored as (N, {o})"],
+        "passes": ["dcols = W.reshape({f}, {k}).T @ dout_mat   (dout_mat = dout as ({f}, N*{p}))",
+                   "dx = col2im(dcols): each patch value added back to the pixel it came from,",
+                   "     one strided add per kernel offset: dx = dout ⋆ rot180(W), the full convolution"],
+        "keeps": [("W", "dW = (dout_mat @ cols.T).reshape({layer.params[W].shape}) = sum over N of dout ⋆ x"),
+                  ("b", "db = sum over N, Ho, Wo of dout")],
+        "caches": [("cols", "({k}, N*{p})")],
+    },
+    "MaxPool2d": {
+        "forward": ["out = maximum of each {layer.kernel_size[0]}x{layer.kernel_size[1]} window "
+                    "(stride {layer.stride[0]}x{layer.stride[1]})"],
+        "passes": ["dx = dout at the first maximum of each window (row-major order, as PyTorch), 0 elsewhere"],
+        "caches": [("x", "(N, {i})"), ("out", "(N, {o})")],
+    },
+    "AvgPool2d": {
+        "forward": ["out = mean of each {layer.kernel_size[0]}x{layer.kernel_size[1]} window "
+                    "(stride {layer.stride[0]}x{layer.stride[1]})"],
+        "passes": ["dx = dout / {area} added to every input of its window"],
+        "caches": [("the input shape", "(N, {i})")],
+    },
+    "GlobalAvgPool2d": {
+        "forward": ["out = mean of each channel over its H*W pixels"],
+        "passes": ["dx = dout / (H*W) on every pixel of its channel"],
+        "caches": [("the input shape", "(N, {i})")],
+    },
+    "Flatten": {
+        "forward": ["out = x.reshape(N, {o})"],
+        "passes": ["dx = dout.reshape(N, {i})"],
+        "caches": [("the input shape", "(N, {i})")],
+    },
+    "BatchNorm2d": {
+        "forward": ["training: mu, var = mean and variance of each channel over N, H and W",
+                    "xhat = (x - mu) / sqrt(var + {layer.eps});  out = gamma * xhat + beta  (per channel)",
+                    "running_mean and running_var move {layer.momentum} of the way to mu and var;",
+                    "evaluation normalises with them instead"],
+        "passes": ["dxhat = dout * gamma",
+                   "dx = (dxhat - mean over N,H,W of dxhat - xhat * mean over N,H,W of (dxhat * xhat))"
+                   " / sqrt(var + eps)"],
+        "keeps": [("gamma", "dgamma = sum over N, H, W of (dout * xhat)"),
+                  ("beta", "dbeta = sum over N, H, W of dout")],
+        "caches": [("xhat", "(N, {i})"), ("1 / sqrt(var + eps)", "(1, C, 1, 1)")],
+    },
 }
 
 # Per loss class: forward lines and the gradient that starts the backward pass.
@@ -118,23 +167,33 @@ def _block(label: str, lines: list[str]) -> list[str]:
     return [f"    {label if k == 0 else '':<12}{line}" for k, line in enumerate(lines)]
 
 
-def explain_layer(index: int, layer, d_in: int) -> list[str]:
-    """The lines for one layer fed ``d_in`` features."""
-    d_out = layer.output_features(d_in)
+def explain_layer(index: int, layer, in_shape) -> list[str]:
+    """The lines for one layer fed samples of ``in_shape`` (a tuple, or D for (D,))."""
+    in_shape = (in_shape,) if isinstance(in_shape, int) else tuple(in_shape)
+    out_shape = layer.output_shape(in_shape)
+    i, o = (", ".join(map(str, shape)) for shape in (in_shape, out_shape))
     params = ", ".join(f"{k} {tuple(p.shape)}" for k, p in layer.params.items())
     lines = [f"[{index}] {layer!r}",
-             f"    shapes      x (N, {d_in}) -> out (N, {d_out})" + (f";  {params}" if params else "")]
+             f"    shapes      x (N, {i}) -> out (N, {o})" + (f";  {params}" if params else "")]
     spec = LAYER_FORMULAS.get(type(layer).__name__)
     if spec is None:
         summary = (type(layer).__doc__ or "no formula recorded for this layer").strip().splitlines()[0]
         return lines + _block("forward", [summary])
+    kernel = getattr(layer, "kernel_size", (1, 1))
+    sizes = {"area": kernel[0] * kernel[1], "f": out_shape[0]}
+    if isinstance(layer, Conv2d):
+        k, positions = layer.columns_shape(in_shape, 1)
+        rows, cols = out_shape[1], positions // out_shape[1]
+        spare = cols - out_shape[2]
+        sizes.update(k=k, p=f"{rows}*{cols}", spare=f"       ({spare} spare positions per row make each image's "
+                     f"rows one run to copy; their outputs are dropped)" if spare else "")
 
     def fill(template: str) -> str:
         keep = f"{1 - getattr(layer, 'p', 0):g}"
-        return template.format(i=d_in, o=d_out, layer=layer, keep=keep,
-                               bias=" + b" if "b" in layer.params else "")
+        return template.format(i=i, o=o, layer=layer, keep=keep, W="W",
+                               bias=" + b" if "b" in layer.params else "", **sizes)
 
-    lines += _block("forward", [fill(t) for t in spec["forward"]])
+    lines += _block("forward", [line for line in map(fill, spec["forward"]) if line])
     backward = ["passes back  " + fill(spec["passes"][0])]
     backward += ["             " + fill(t) for t in spec["passes"][1:]]
     kept = [fill(f) for key, f in spec.get("keeps", ()) if key in layer.params]
@@ -161,26 +220,25 @@ def explain_model(model, n_features: int, loss=None) -> str:
     """The staged computation of ``model`` (a Sequential) on ``n_features`` inputs.
 
     Args:
-        model: the network; each layer's ``output_features`` gives the shapes.
-        n_features: D_in of the first layer.
+        model: the network; each layer's ``output_shape`` gives the shapes.
+        n_features: D_in of each input row (reshaped to ``model.input_shape`` if set).
         loss: the loss object, explained after the last layer; None to leave it out.
     """
+    shapes = layer_shapes(model, n_features)
     lines = [
         f"{len(model.layers)} layers, {model.num_parameters():,} parameters ({model.dtype}), "
-        f"input (N, {n_features}) for a batch of N samples.",
+        f"input {shape_text(shapes[0])} for a batch of N samples.",
         "Forward runs top to bottom. Backward runs bottom to top: each layer receives dout = dL/d(out),",
         "passes back dx = dL/dx (the chain rule: dout times its local gradient) and keeps the",
         "gradients of its own parameters for the optimizer. Every gradient has the shape of its",
         "variable: dx that of x, dW that of W.",
         "",
     ]
-    width = n_features
     for index, layer in enumerate(model.layers):
-        lines += explain_layer(index, layer, width)
+        lines += explain_layer(index, layer, shapes[index])
         lines.append("")
-        width = layer.output_features(width)
     if loss is not None:
-        lines += explain_loss(loss, width)
+        lines += explain_loss(loss, shapes[-1][0])
     return "\n".join(lines).rstrip()
 
 

@@ -73,8 +73,44 @@ class LayerNormSpec(Section):
     eps: float = Field(1e-5, gt=0, description="Added to the variance before the square root.")
 
 
+Size = Annotated[int, Field(ge=1)]
+SizePair = Union[Size, tuple[Size, Size]]
+Padding = Annotated[int, Field(ge=0)]
+
+
+class Conv2dSpec(Section):
+    type: Literal["conv2d"] = Field(description="2-D convolution of images (N, C, H, W).")
+    channels: int = Field(gt=0, description="Output channels (filters); input channels come from the data.")
+    kernel: SizePair = Field(description="Window size: 3 for 3x3, or [kh, kw].")
+    stride: SizePair = Field(1, description="Step of the window: an int or [sh, sw].")
+    padding: Union[Padding, tuple[Padding, Padding]] = Field(
+        0, description="Zeros added on each side: an int or [ph, pw].")
+    bias: bool = Field(True, description="Learn a bias per output channel.")
+    init: Init = Field("he_normal", description="Weight initialisation (fans of the kernel); biases start at zero.")
+
+
+class Pool2dSpec(Section):
+    type: Literal["maxpool2d", "avgpool2d"] = Field(description="Maximum or mean of each window, per channel.")
+    kernel: SizePair = Field(description="Window size: 2 for 2x2, or [kh, kw].")
+    stride: SizePair | None = Field(None, description="Step of the window; default: the kernel size.")
+
+
+class ImageShapeSpec(Section):
+    type: Literal["global_avgpool2d", "flatten"] = Field(
+        description="global_avgpool2d: mean of each channel, (N, C, H, W) -> (N, C); "
+                    "flatten: (N, C, H, W) -> (N, C*H*W) for linear layers."
+    )
+
+
+class BatchNorm2dSpec(Section):
+    type: Literal["batchnorm2d"] = Field(description="Batch normalisation of each image channel.")
+    momentum: float = Field(0.1, gt=0, le=1, description="Weight of the new batch in the running statistics.")
+    eps: float = Field(1e-5, gt=0, description="Added to the variance before the square root.")
+
+
 LayerSpec = Annotated[
-    Union[LinearSpec, ActivationSpec, LeakyReLUSpec, DropoutSpec, BatchNormSpec, LayerNormSpec],
+    Union[LinearSpec, ActivationSpec, LeakyReLUSpec, DropoutSpec, BatchNormSpec, LayerNormSpec,
+          Conv2dSpec, Pool2dSpec, ImageShapeSpec, BatchNorm2dSpec],
     Field(discriminator="type"),
 ]
 _LAYER_ADAPTER = TypeAdapter(LayerSpec)

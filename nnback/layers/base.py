@@ -87,6 +87,6 @@ class Layer(Cached):
 def flat_features(layer, in_shape):
     """D of a (D,) sample shape; ValueError naming ``layer`` for images (C, H, W)."""
     if len(in_shape) != 1:
-        raise ValueError(f"{layer!r} needs flat input (N, D), got (N, {', '.join(map(str, in_shape))}): "
-                         f"flatten it first")
+        raise ValueError(f"{type(layer).__name__} needs flat input (N, D), got "
+                         f"(N, {', '.join(map(str, in_shape))}): flatten it first")
     return in_shape[0]
