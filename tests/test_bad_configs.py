@@ -92,7 +92,8 @@ CASES = {
     "unknown layer type": (
         put(layer(1), "type", "rellu"),
         "model.layers[1].type: unknown value 'rellu' (did you mean 'relu'?); choose from linear, "
-        "relu, sigmoid, tanh, gelu, softplus, leaky_relu, dropout, batchnorm, layernorm"),
+        "relu, sigmoid, tanh, gelu, softplus, leaky_relu, dropout, batchnorm, layernorm, conv2d, "
+        "maxpool2d, avgpool2d, global_avgpool2d, flatten, batchnorm2d"),
     "layer without type": (
         drop(layer(2), "type"), "model.layers[2]: missing 'type' (which kind of entry this is)"),
     "dropout p above 1": (put(layer(2), "p", 1.5), "model.layers[2].p: must be less than 1 (got 1.5)"),
@@ -159,7 +160,7 @@ CASES = {
     "key of another data source": (
         put(data, "features", 4),
         "data.features: unknown key 'features'; valid keys: classes, noise, points_per_class, "
-        "preprocess, seed, source, split"),
+        "preprocess, seed, shape, source, split"),
     "split leaves no training rows": (
         put(data, "split", {"val": 0.5, "test": 0.5}),
         "data.split: val + test must be less than 1 (got 1)"),

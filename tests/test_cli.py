@@ -84,11 +84,11 @@ def test_validate_prints_config_and_layer_table(monkeypatch):
         "config/digits-mlp.yaml").model_dump(mode="json")
     rows = [re.split(r"\s{2,}", line.strip()) for line in lines if re.match(r"(input|\d+ )", line)]
     assert rows == [
-        ["input", "(N, 64)", "0"],
-        ["0 Linear(64, 128)", "(N, 128)", "8,320"],
-        ["1 ReLU()", "(N, 128)", "0"],
-        ["2 Dropout(p=0.1)", "(N, 128)", "0"],
-        ["3 Linear(128, 10)", "(N, 10)", "1,290"],
+        ["input", "(N, 64)", "0", "16.0 KiB"],  # a batch of 64 in float32
+        ["0 Linear(64, 128)", "(N, 128)", "8,320", "64.0 KiB"],  # the output and its gradient
+        ["1 ReLU()", "(N, 128)", "0", "64.0 KiB"],
+        ["2 Dropout(p=0.1)", "(N, 128)", "0", "64.0 KiB"],
+        ["3 Linear(128, 10)", "(N, 10)", "1,290", "5.0 KiB"],
     ]
     assert "total parameters: 9,610 (37.5 KiB of float32)" in result.stdout
     assert "data: classification, 64 features, 10 classes, train 1259, val 269, test 269" in result.stdout
@@ -98,7 +98,7 @@ def test_validate_prints_config_and_layer_table(monkeypatch):
 def test_validate_applies_overrides(tiny):
     result = invoke("validate", tiny, "--set", "model.layers.0.units=5")
     assert result.exit_code == 0, result.output
-    assert re.search(r"^0 Linear\(2, 5\)\s+\(N, 5\)\s+15$", result.stdout, re.MULTILINE)
+    assert re.search(r"^0 Linear\(2, 5\)\s+\(N, 5\)\s+15\s+\d", result.stdout, re.MULTILINE)
 
 
 @pytest.mark.parametrize("config", ["digits-mlp", "spiral-hidden", "spiral-linear"])
