@@ -110,8 +110,8 @@ def test_kernels_live_in_the_packed_parameter_array():
 
 
 def test_training_steps_reuse_their_arrays():
-    """The im2col matrices and the model's activation buffers outlive a step; a step
-    with a new batch size makes new ones."""
+    """The im2col matrices and the model's activation buffers outlive a training step;
+    an evaluation pass leaves them alone; a step with a new batch size makes new ones."""
     rng = np.random.default_rng(6)
     model = small_convnet(rng, np.float32)
     optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -125,6 +125,7 @@ def test_training_steps_reuse_their_arrays():
         return conv._workspace, conv._workspace.cols, model._workspace
 
     first = step(8)
+    model.forward(rng.standard_normal((50, 60)), training=False)  # evaluation keeps nothing
     second = step(8)
     assert all(a is b for a, b in zip(first, second))
     assert step(5)[1] is not first[1]

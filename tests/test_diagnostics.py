@@ -229,7 +229,6 @@ def test_relu_dead_units_of_feature_maps_are_channels():
 
 
 def test_convolution_kernels_count_as_weight_matrices():
-    from nnback.diagnostics import parameter_stats
     from nnback.layers import Conv2d, Flatten
 
     rng = np.random.default_rng(0)

@@ -25,9 +25,9 @@ class Conv2d(Layer):
       convolution of dout with the filters rotated by 180 degrees. col2im loops over
       the kh * kw kernel offsets, never over samples or pixels.
 
-    The im2col matrix and the other working arrays are kept and reused while the
-    input shape stays the same, so steady-state training steps allocate only the
-    output and dx.
+    The im2col matrix and the other working arrays of a training pass are kept and
+    reused while the input shape stays the same, so steady-state training steps
+    allocate only the output and dx.
 
     Args:
         in_channels: C.
@@ -87,7 +87,7 @@ class Conv2d(Layer):
 
     def forward(self, x, training=True, out=None):
         """x: (N, C, H, W) -> out: (N, F, Ho, Wo); ``out`` is an optional array to fill."""
-        ws = self._workspace_for(x)
+        ws = self._workspace_for(x, keep=training)
         mat = np.matmul(self._weight_matrix(), ws.im2col(x), out=ws.mat)
         if out is None:
             out = np.empty((len(x), self.out_channels, *ws.out_size), mat.dtype)
@@ -120,15 +120,19 @@ class Conv2d(Layer):
         """W as the (F, K) matrix of the GEMM (a view)."""
         return self.params["W"].reshape(self.out_channels, -1)
 
-    def _workspace_for(self, x):
+    def _workspace_for(self, x, keep):
+        """The working arrays for x: the kept ones if they fit, else new ones, kept for
+        the next step if ``keep`` (training), so an evaluation pass over large batches
+        neither holds on to its arrays nor replaces the training ones."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"{self!r} expects (N, {self.in_channels}, H, W) input, got {x.shape}")
         ws = self._workspace
         dtype = np.result_type(x, self.params["W"])
         if ws is None or ws.x_shape != x.shape or ws.dtype != dtype:
-            ws = self._workspace = _Columns(x.shape, dtype, self.kernel_size, self.stride,
-                                            self.padding, self.out_channels,
-                                            self.output_shape(x.shape[1:])[1:])
+            ws = _Columns(x.shape, dtype, self.kernel_size, self.stride, self.padding,
+                          self.out_channels, self.output_shape(x.shape[1:])[1:])
+            if keep:
+                self._workspace = ws
         return ws
 
     def output_shape(self, in_shape):
@@ -141,8 +145,9 @@ class Conv2d(Layer):
     def columns_shape(self, in_shape, batch):
         """Shape (K, N * Ho * Wg) of the im2col matrix for ``batch`` (C, H, W) inputs."""
         _, *out_size = self.output_shape(in_shape)
-        ho, wg = _grid(out_size, in_shape[2] + 2 * self.padding[1], self.stride)
-        return (self.params["W"][0].size, batch * ho * wg)
+        patch = self.params["W"][0].size
+        ho, wg = _grid(out_size, in_shape[2] + 2 * self.padding[1], self.stride, self.out_channels, patch)
+        return (patch, batch * ho * wg)
 
     def __repr__(self):
         def show(value):
@@ -158,21 +163,24 @@ class Conv2d(Layer):
         return f"Conv2d({self.in_channels}, {self.out_channels}, {', '.join(options)})"
 
 
-def _grid(out_size, padded_width, stride):
+def _grid(out_size, padded_width, stride, filters, patch):
     """(Ho, Wg): the window positions an im2col matrix has columns for (see _Columns)."""
-    return (out_size[0], padded_width if stride == (1, 1) else out_size[1])
+    spare = stride == (1, 1) and filters < patch
+    return (out_size[0], padded_width if spare else out_size[1])
 
 
 class _Columns:
     """The working arrays of one Conv2d for one input shape, reused from step to step.
 
     The input is copied into a zero-bordered buffer ``padded``, (N, C, Hp, Wp). The
-    columns of the im2col matrix run over a grid (N, Ho, Wg) of window positions: with
-    stride 1 the grid is Wg = Wp wide, kw - 1 positions wider than the output, so that
-    the Ho * Wp positions of one image are one contiguous run of the buffer and each
-    patch row (c, i, j) is copied as N long runs. The spare positions hold values that
-    no output uses: forward drops them, and backward gives them a zero gradient. With
-    a larger stride the grid is the output, Wg = Wo.
+    columns of the im2col matrix run over a grid (N, Ho, Wg) of window positions. With
+    stride 1 and fewer filters than patch values (F < K) the grid is Wg = Wp wide,
+    kw - 1 positions wider than the output, so that the Ho * Wp positions of one image
+    are one contiguous run of the buffer: im2col and col2im copy each patch row
+    (c, i, j) as N long runs instead of N * Ho short ones, while the output and dout,
+    F rows instead of K, pay for the spare positions. These hold values no output
+    uses: forward drops them, and backward gives them a zero gradient. Otherwise the
+    grid is the output, Wg = Wo.
 
     Attributes:
         x_shape, dtype: the input they were made for; out_size: (Ho, Wo).
@@ -187,7 +195,7 @@ class _Columns:
         (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
         hp, wp = h + 2 * ph, w + 2 * pw
         self.x_shape, self.dtype, self.out_size, self.padding = x_shape, dtype, out_size, padding
-        self.grid = _grid(out_size, wp, stride)
+        self.grid = _grid(out_size, wp, stride, channels_out, c * kh * kw)
         plane, columns = hp * wp, n * self.grid[0] * self.grid[1]
         # kw - 1 zeros past the last image: the spare positions of its last row read them
         self._flat = np.zeros(n * c * plane + kw - 1, dtype)
@@ -197,8 +205,11 @@ class _Columns:
                                    (plane, wp, 1, c * plane, sh * wp, sw))
         self.cols = np.empty((c * kh * kw, columns), dtype)
         self.mat = np.empty((channels_out, columns), dtype)
-        self.kernel, self.stride, self.wp = kernel, stride, wp
+        self.kernel = kernel
         self._made = {}  # backward's arrays, made on first use
+        # col2im's views: where each kernel offset (i, j) meets the padded dx
+        self._offset_steps = ((c, n, *self.grid), (plane, c * plane, sh * wp, sw))
+        self._offset_starts = [i * wp + j for i in range(kh) for j in range(kw)]
 
     def _view(self, flat, shape, steps, start=0):
         """A read/write strided view of ``flat[start:]``, steps counted in elements."""
@@ -224,9 +235,7 @@ class _Columns:
 
     def dout_matrix(self, dout):
         """dout, (N, F, Ho, Wo), as the (F, N * Ho * Wg) matrix dmat (zero at spare positions)."""
-        dmat = self._made.get("dmat")
-        if dmat is None:
-            dmat = self._made["dmat"] = np.zeros_like(self.mat)
+        dmat = self._once("dmat", lambda: np.zeros_like(self.mat))
         wo = self.out_size[1]
         np.copyto(dmat.reshape(len(dmat), -1, *self.grid)[..., :wo], dout.transpose(1, 0, 2, 3))
         return dmat
@@ -238,15 +247,13 @@ class _Columns:
         n, c, h, w = self.x_shape
         if out is None:
             out = np.empty(self.x_shape, self.dtype)
-        dflat = self._scratch("dflat", self._flat)
+        dflat = self._once("dflat", lambda: np.empty_like(self._flat))
+        offsets = self._once("offsets", lambda: [self._view(dflat, *self._offset_steps, start=start)
+                                                 for start in self._offset_starts])
         dflat.fill(0)
-        (kh, kw), (sh, sw), plane = self.kernel, self.stride, self.padded[0, 0].size
-        by_offset = dcols.reshape(c, kh, kw, n, *self.grid)
-        for i in range(kh):
-            for j in range(kw):
-                view = self._view(dflat, (c, n, *self.grid), (plane, c * plane, sh * self.wp, sw),
-                                  start=i * self.wp + j)
-                view += by_offset[:, i, j]
+        by_offset = dcols.reshape(c, len(offsets), n, *self.grid)
+        for o, view in enumerate(offsets):
+            view += by_offset[:, o]
         (ph, pw) = self.padding
         padded = dflat[:self.padded.size].reshape(self.padded.shape)
         np.copyto(out, padded[:, :, ph:ph + h, pw:pw + w])
@@ -254,16 +261,14 @@ class _Columns:
 
     def dcols(self):
         """The (K, N * Ho * Wg) array dcols is written into."""
-        return self._scratch("dcols", self.cols)
+        return self._once("dcols", lambda: np.empty_like(self.cols))
 
     def ones(self):
         """A ones vector (N * Ho * Wg,): ``dmat @ ones`` sums over the columns."""
-        if "ones" not in self._made:
-            self._made["ones"] = np.ones(self.cols.shape[1], self.dtype)
-        return self._made["ones"]
+        return self._once("ones", lambda: np.ones(self.cols.shape[1], self.dtype))
 
-    def _scratch(self, name, like):
-        """An array shaped like ``like``, made on first use (backward only needs them)."""
+    def _once(self, name, make):
+        """Backward's array ``name``, made by ``make()`` on first use and kept."""
         if name not in self._made:
-            self._made[name] = np.empty_like(like)
+            self._made[name] = make()
         return self._made[name]
