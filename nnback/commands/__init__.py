@@ -1,0 +1,1 @@
+"""One module per command family: argument-level glue between the CLI and the package."""
