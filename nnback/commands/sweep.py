@@ -17,7 +17,7 @@ from pathlib import Path
 
 from nnback.config.timeparse import parse_duration
 from nnback.errors import EXIT_FAILURE, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIME_LIMIT, ConfigError
-from nnback.sweep.folder import check_unchanged, write_definition
+from nnback.sweep.folder import BASE_FILE, check_unchanged, write_definition
 from nnback.sweep.journal import Journal, TrialState
 from nnback.sweep.plan import Trial, grid_size, planned_trials
 from nnback.sweep.spec import SweepSpec, check_params, load_sweep
@@ -62,41 +62,56 @@ def run_sweep(path: str | Path, options: SweepOptions, stream=None) -> int:
     if options.dry_run:
         stream.write(_dry_run(spec, trials, count, folder))
         return EXIT_OK
-    study_needed = spec.needs_optuna()
-    if study_needed:
+    if spec.needs_optuna():
         from nnback.sweep.search import require_optuna
 
         require_optuna()  # a missing Optuna is a usage error, before the folder exists
+    deadline = time.monotonic() + budget if budget is not None else None
+    with _executor(options) as executor:  # a scheduler that cannot be reached leaves no folder
+        reason, states, summary = _run_in_folder(folder, spec, base, trials, count, executor, options,
+                                                 deadline, stream)
+    stream.write(table(spec, states) + "\n")
+    _final_line(stream, folder, summary)
+    return EXIT_CODES[reason]
+
+
+def _run_in_folder(folder: Path, spec: SweepSpec, base: dict, trials: list[Trial], count: int, executor,
+                   options: SweepOptions, deadline: float | None, stream) -> tuple[str | None, dict, dict]:
+    """Lock the folder, run what is left and write the summary.
+
+    Returns:
+        the stop reason (None: every trial ended), the states of the sweep's trials (for
+        grid and random those of its plan: trials of an earlier file left out) and the
+        summary.
+    """
+    from nnback.sweep.runner import Coordinator, clear_stop_markers
     from nnback.train.lock import RunLock
     from nnback.train.preflight import check_writable
-    from nnback.sweep.runner import Coordinator, clear_stop_markers
 
-    started = time.monotonic()
     check_writable(folder)
     with RunLock(folder, "nnback sweep"):
         check_unchanged(folder, spec, base, options.force)
         write_definition(folder, spec, base)
         clear_stop_markers(folder)
-        with Journal(folder) as journal, _executor(options) as executor:
-            if executor.name == "dask":
-                executor.check_workers(str(folder.resolve()), str(Path.cwd()), str((folder / "base.yaml").resolve()))
+        if executor.name == "dask":
+            executor.check_workers(str(folder.resolve()), str(Path.cwd()), str((folder / BASE_FILE).resolve()))
+        with Journal(folder) as journal:
             todo = [t for t in trials if _to_run(journal.states.get(t.id), options.retry_failed)]
-            study = _study(spec, folder, journal.states) if study_needed else None
-            display = Display(spec, stream, count)
-            coordinator = Coordinator(
-                spec, base, folder.resolve(), todo, count, study, executor, journal, display,
-                fail_fast=options.fail_fast, force=options.force,
-                deadline=started + budget if budget is not None else None, trial_max_time=spec.trial_max_time)
             if spec.method == "tpe":
-                coordinator.queue.extend(_unfinished_tpe(spec, journal.states, options.retry_failed))
+                todo = _unfinished_tpe(journal.states, options.retry_failed)
+            study = _study(spec, folder, journal.states) if spec.needs_optuna() else None
+            display = Display(spec, stream, count)
+            coordinator = Coordinator(spec, base, folder.resolve(), todo, count, study, executor, journal,
+                                      display, fail_fast=options.fail_fast, force=options.force,
+                                      deadline=deadline, trial_max_time=spec.trial_max_time)
             with _stop_on_signals(coordinator):
                 reason = coordinator.run()
             display.close()
-            summary = build_summary(spec, journal.states, STATUS[reason], count)
-            write_outputs(folder, summary)
-            stream.write(table(spec, journal.states) + "\n")
-            _final_line(stream, folder, summary)
-    return EXIT_CODES[reason]
+        planned = {t.id for t in planned_trials(spec)} if spec.method != "tpe" else None
+        states = {k: s for k, s in journal.states.items() if planned is None or k in planned}
+        summary = build_summary(spec, states, STATUS[reason], count)
+        write_outputs(folder, summary)
+    return reason, states, summary
 
 
 def _seconds(option: str, text: str | None) -> float | None:
@@ -135,7 +150,7 @@ def _to_run(state: TrialState | None, retry_failed: bool) -> bool:
     return not state.done
 
 
-def _unfinished_tpe(spec: SweepSpec, states: dict[str, TrialState], retry_failed: bool) -> list[Trial]:
+def _unfinished_tpe(states: dict[str, TrialState], retry_failed: bool) -> list[Trial]:
     """tpe trials of earlier runs that did not end: resumed with the parameters they had."""
     return [Trial(s.trial["trial"], s.trial["index"], s.trial["params"], s.trial["repeat"], s.trial["seed"])
             for s in sorted(states.values(), key=lambda s: s.trial["index"])

@@ -45,7 +45,7 @@ class DaskExecutor:
             if address.startswith("local:"):
                 n = _local_workers(address)
                 self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                             host="127.0.0.1", dashboard_address=None)
+                                             host="127.0.0.1", dashboard_address=":0")
                 self.client = Client(self._cluster)
             else:
                 self.client = Client(address, timeout="20s")
@@ -72,8 +72,10 @@ class DaskExecutor:
         """
         try:
             answers = self.client.run(check_worker, sweep_dir, cwd, config)
-        except ImportError as exc:
-            raise NnbackError(f"a worker cannot import nnback ({exc}); install it on every worker") from None
+        except Exception as exc:  # the check cannot even load there: nnback missing or another version
+            reason = " ".join(str(exc).split())
+            raise NnbackError(f"a Dask worker cannot run nnback's sweep code ({reason}); "
+                              f"install this nnback on every worker") from None
         for worker, problem in sorted(answers.items()):
             if problem:
                 raise NnbackError(f"worker {worker}: {problem}")

@@ -133,7 +133,11 @@ def _serve(conn, threads: int) -> None:
             return
         if task is None:
             return
-        conn.send(run_trial(task))
+        result = run_trial(task)
+        try:
+            conn.send(result)
+        except OSError:
+            return  # the sweep process is gone; the trial stopped with a checkpoint
 
 
 @contextlib.contextmanager

@@ -6,7 +6,9 @@ path runs a new trial, continues an interrupted one and confirms one that finish
 before the journal heard of it. A failure of the machinery (a worker process that died,
 a lost Dask worker, a folder still locked by a trial running elsewhere) requeues the
 trial, up to ``MACHINERY_ATTEMPTS`` times; a trial's own failure (divergence, data it
-cannot take, a bug) is recorded and not retried.
+cannot take, a bug) is recorded and not retried. A trial whose folder is locked is most
+likely still running in a worker that outlived an earlier sweep process (such trials
+stop once the sweep's heartbeat stops): it is retried for longer, at growing intervals.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from nnback.errors import ConfigError
 from nnback.sweep.journal import DONE, Journal
 from nnback.sweep.plan import Trial, make_trial
 from nnback.sweep.spec import SweepSpec, check_params, set_args
-from nnback.sweep.trial import STOP_ALL, STOP_DIR, metric_history
+from nnback.sweep.trial import HEARTBEAT, HEARTBEAT_SECONDS, STOP_ALL, STOP_DIR, metric_history
 
 MACHINERY_ATTEMPTS = 3
 RETRY_DELAY_SECONDS = 1.0
+LOCKED_ATTEMPTS = 10  # with delays doubling from 1 s up to 30 s: about 2.5 minutes in all
+LOCKED_MAX_DELAY_SECONDS = 30.0
 POLL_SECONDS = 0.2
 PRUNE_POLL_SECONDS = 0.5
 
@@ -67,6 +71,7 @@ class Coordinator:
         self.stop_reason: str | None = None  # SIGINT, SIGTERM, time_limit, failed
         self._stop_written = False
         self._next_prune_poll = 0.0
+        self._next_heartbeat = 0.0
         self.cwd = os.getcwd()
 
     def request_stop(self, reason: str) -> None:
@@ -77,6 +82,7 @@ class Coordinator:
     def run(self) -> str | None:
         """Run until every trial ended or a stop; returns the stop reason, None if none."""
         while True:
+            self._heartbeat()
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 self.request_stop("time_limit")
             if self.stop_reason is not None:
@@ -160,7 +166,7 @@ class Coordinator:
                  if result.get(k) is not None}
         outcome = result["outcome"]
         if outcome == "machinery":
-            self._machinery_failure(run, result["message"], facts)
+            self._machinery_failure(run, result["message"], facts, locked=result.get("locked", False))
         elif outcome == "failed":
             self._record_failure(trial, result["message"], "trial", facts)
         elif result["status"] == "interrupted" and not run.prune_requested:
@@ -172,14 +178,17 @@ class Coordinator:
             state = "pruned" if result["status"] == "interrupted" else result["status"]
             self._record(trial, state, {"score": result["score"], "epoch": result["epoch"], **facts})
 
-    def _machinery_failure(self, run: Running, message: str, facts: dict) -> None:
+    def _machinery_failure(self, run: Running, message: str, facts: dict, locked: bool = False) -> None:
+        attempts, delay = MACHINERY_ATTEMPTS, RETRY_DELAY_SECONDS
+        if locked:
+            attempts, delay = LOCKED_ATTEMPTS, min(LOCKED_MAX_DELAY_SECONDS, RETRY_DELAY_SECONDS * 2 ** (run.attempt - 1))
         if self.stop_reason is not None:
             self._record(run.trial, "interrupted", {"message": message, **facts})
-        elif run.attempt < MACHINERY_ATTEMPTS:
+        elif run.attempt < attempts:
             self.journal.append({"trial": run.trial.id, "state": "requeued", "message": message, **facts})
             if self.study is not None:
                 self.study.end(run.trial.id, None, None)
-            self.retries.append((time.monotonic() + RETRY_DELAY_SECONDS, run.trial, run.attempt + 1))
+            self.retries.append((time.monotonic() + delay, run.trial, run.attempt + 1))
             self.display.note(f"trial {run.trial.id}: {message}; requeued")
         else:
             self._record_failure(run.trial, f"{message} (after {run.attempt} attempts)", "machinery", facts)
@@ -196,6 +205,12 @@ class Coordinator:
         self.display.finished(trial, self.journal.states[trial.id], self.journal.states)
 
     # --- stopping and pruning ------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_heartbeat:
+            (self.folder / HEARTBEAT).touch()
+            self._next_heartbeat = now + HEARTBEAT_SECONDS
 
     def _write_stop_marker(self) -> None:
         if not self._stop_written:

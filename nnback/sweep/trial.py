@@ -4,7 +4,10 @@ interrupted, or whose worker died, continues from its own last checkpoint.
 
 The worker never writes the journal: it returns a result dict to the sweep process. A
 watcher thread stops the trial (checkpoint, then return) when the sweep asks for it
-with a marker file in ``DIR/stop/`` or when the local sweep process has died.
+with a marker file in ``DIR/stop/``, or when the sweep process is gone: a local worker
+sees its parent change; a cluster worker sees the sweep's ``DIR/heartbeat`` file stop
+changing (it is touched every few seconds), so a sweep killed with SIGKILL leaves no
+trial running on the cluster for long.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from nnback.train.jsonl import read_jsonl
 
 STOP_DIR = "stop"
 STOP_ALL = "sweep"  # DIR/stop/sweep stops every trial; DIR/stop/<id> one trial
+HEARTBEAT = "heartbeat"
+HEARTBEAT_SECONDS = 5.0  # how often the sweep process touches DIR/heartbeat
+HEARTBEAT_TIMEOUT = 30.0  # a heartbeat unchanged this long: the sweep process is gone
 _POLL_SECONDS = 0.1
 
 
@@ -50,7 +56,9 @@ def run_trial(task: dict) -> dict:
     try:
         with _working_dir(task["cwd"]):
             result.update(_train(task, stop))
-    except (LockedError, RunIOError) as exc:
+    except LockedError as exc:
+        result.update(outcome="machinery", locked=True, message=str(exc))
+    except RunIOError as exc:
         result.update(outcome="machinery", message=str(exc))
     except NnbackError as exc:
         result.update(outcome="failed", message=str(exc).splitlines()[0])
@@ -107,13 +115,42 @@ def blas_threads() -> int:
 
 
 def _watch(task: dict, stop: threading.Event, finished: threading.Event) -> None:
-    folder = Path(task["sweep_dir"]) / STOP_DIR
-    markers = (folder / STOP_ALL, folder / task["trial"])
+    folder = Path(task["sweep_dir"])
+    markers = (folder / STOP_DIR / STOP_ALL, folder / STOP_DIR / task["trial"])
     parent = task.get("parent_pid")
+    beat = _Heartbeat(folder / HEARTBEAT) if parent is None else None
     while not finished.wait(_POLL_SECONDS):
-        if any(m.exists() for m in markers) or (parent is not None and os.getppid() != parent):
+        gone = os.getppid() != parent if parent is not None else beat.stopped()
+        if gone or any(m.exists() for m in markers):
             stop.set()
             return
+
+
+class _Heartbeat:
+    """Watches the sweep's heartbeat file; measured on this host's clock only, so clocks
+    that differ between hosts do not matter."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.seen = self._stamp()
+        self.changed = time.monotonic()
+        self.next_look = self.changed + HEARTBEAT_SECONDS
+
+    def stopped(self) -> bool:
+        now = time.monotonic()
+        if now < self.next_look:
+            return False
+        self.next_look = now + HEARTBEAT_SECONDS
+        stamp = self._stamp()
+        if stamp != self.seen:
+            self.seen, self.changed = stamp, now
+        return now - self.changed > HEARTBEAT_TIMEOUT
+
+    def _stamp(self) -> int | None:
+        try:
+            return self.path.stat().st_mtime_ns
+        except OSError:
+            return None
 
 
 @contextlib.contextmanager
