@@ -13,8 +13,11 @@ For each: the wall time of the whole command, trials per minute, and the overhea
 trial: ``(wall x slots - training seconds of all trials) / trials``, i.e. the worker
 time not spent in the training loop (start-up, imports, data loading, dispatch, the
 idle tail), where a trial's training seconds are its ``summary.json`` ``wall_seconds``.
-"in-worker" is the part paid inside the worker around each trial (the whole trial call
-minus its training loop), which is what every further trial costs once workers run.
+For the sweeps that overhead splits into a fixed part, paid once per command (the
+sweep process and its workers starting, the summary at the end: the wall time outside
+the span from the first trial's start to the last one's end, from the journal), and a
+steady part per trial (the same formula over that span alone: data loading, the run
+folder, dispatch), which is what each further trial costs.
 
 Usage:
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python scripts/bench_sweep.py [--rounds 3] [--epochs 8]
@@ -23,6 +26,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import statistics
@@ -65,8 +69,8 @@ def run_sweep(folder: Path, sweep: Path, out: Path, options: list) -> dict:
     records = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
     done = [r for r in records if r["state"] == "completed"]
     assert len(done) == len(LRS) * len(UNITS), f"{out}: {len(done)} trials completed"
-    return {"wall": wall, "train": [r["train_seconds"] for r in done],
-            "in_worker": [r["seconds"] - r["train_seconds"] for r in done]}
+    times = [datetime.datetime.fromisoformat(r["time"]).timestamp() for r in records]
+    return {"wall": wall, "train": [r["train_seconds"] for r in done], "span": max(times) - min(times)}
 
 
 def run_shell(folder: Path, out: Path) -> dict:
@@ -80,11 +84,12 @@ def run_shell(folder: Path, out: Path) -> dict:
                    input="\n".join(lines) + "\n", text=True, cwd=folder, env=env, check=True)
     wall = time.perf_counter() - started
     train = [json.loads((out / str(i) / "summary.json").read_text())["wall_seconds"] for i in range(len(lines))]
-    return {"wall": wall, "train": train, "in_worker": []}
+    return {"wall": wall, "train": train, "span": None}
 
 
-def overhead(result: dict, slots: int) -> float:
-    return (result["wall"] * slots - sum(result["train"])) / len(result["train"])
+def overhead(result: dict, slots: int, seconds: float) -> float:
+    """Worker seconds per trial not spent training, over ``seconds`` of ``slots`` workers."""
+    return (seconds * slots - sum(result["train"])) / len(result["train"])
 
 
 def main() -> None:
@@ -124,15 +129,17 @@ def report(results: dict, args) -> None:
     print(f"{trials} trials of the digits MLP, {args.epochs} epochs each; {args.rounds} rounds, "
           f"median (min-max); {os.cpu_count()} cores, load average {load:.1f} at the end")
     print(f"{'mode':<8}  {'wall s':<18}  {'trials/min':<18}  {'train s/trial':<18}  "
-          f"{'overhead s/trial':<18}  in-worker s/trial")
+          f"{'overhead s/trial':<18}  {'fixed s':<18}  steady overhead s/trial")
     for mode in MODES:
         rows = results[mode]
-        in_worker = [statistics.fmean(r["in_worker"]) for r in rows if r["in_worker"]]
+        sweeps = [r for r in rows if r["span"] is not None]
+        fixed = spread([r["wall"] - r["span"] for r in sweeps], ".1f") if sweeps else "-"
+        steady = spread([overhead(r, slots[mode], r["span"]) for r in sweeps], ".2f") if sweeps else "-"
         print(f"{mode:<8}  {spread([r['wall'] for r in rows], '.1f'):<18}  "
               f"{spread([60 * trials / r['wall'] for r in rows], '.1f'):<18}  "
               f"{spread([statistics.fmean(r['train']) for r in rows], '.2f'):<18}  "
-              f"{spread([overhead(r, slots[mode]) for r in rows], '.2f'):<18}  "
-              f"{spread(in_worker, '.2f') if in_worker else '-'}")
+              f"{spread([overhead(r, slots[mode], r['wall']) for r in rows], '.2f'):<18}  "
+              f"{fixed:<18}  {steady}")
     speedups = [a["wall"] / b["wall"] for a, b in zip(results["local-1"], results["local-2"])]
     print(f"speed-up of 2 local workers over 1: {spread(speedups, '.2f')}")
 

@@ -18,6 +18,7 @@ from nnback.errors import EXIT_LOCKED, EXIT_SIGTERM, ConfigError
 from nnback.sweep.journal import read_states
 from nnback.sweep.plan import planned_trials
 from nnback.sweep.spec import load_sweep
+from nnback.sweep.trial import check_worker
 from nnback.train.jsonl import read_jsonl
 from nnback.train.lock import RunLock
 
@@ -259,3 +260,12 @@ def test_tpe_with_pruning(tmp_path, experiment_file, nnback):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["best"]["trial"] in states
     assert 0.01 <= summary["best"]["params"]["optimizer.lr"] <= 1.0
+
+
+def test_worker_check_names_the_path_it_cannot_see(tmp_path, experiment_file):
+    config = experiment_file(tmp_path / "cfg.yaml")
+    assert check_worker(str(tmp_path), str(tmp_path), str(config)) is None
+    missing = tmp_path / "not-shared"
+    assert check_worker(str(missing), str(tmp_path), str(config)).startswith(f"{missing}: not found")
+    data = experiment_file(tmp_path / "data.yaml", {"data": {"source": "rows.csv", "target": "label"}})
+    assert "rows.csv: file not found" in check_worker(str(tmp_path), str(tmp_path), str(data))

@@ -16,6 +16,10 @@ import multiprocessing.connection
 import os
 import signal
 
+from nnback.errors import NnbackError
+
+_READY = "ready"
+_START_ATTEMPTS = 3
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -37,7 +41,14 @@ class _Worker:
         with _environment({name: str(threads) for name in THREAD_VARIABLES}):
             self.process.start()
         child.close()
+        self.ready = False  # set when the worker reports its imports done
         self.task: dict | None = None
+
+    def check_ready(self) -> bool:
+        """Read the worker's ready message if it has come; whether it has."""
+        if not self.ready and self.conn.poll():
+            self.ready = self.conn.recv() == _READY
+        return self.ready
 
 
 class LocalExecutor:
@@ -54,6 +65,7 @@ class LocalExecutor:
         self.threads = max(1, (cores or usable_cores()) // workers)
         self._context = multiprocessing.get_context("spawn")
         self._workers = [_Worker(self._context, self.threads) for _ in range(workers)]
+        self._failed_starts = 0
 
     def __enter__(self) -> LocalExecutor:
         return self
@@ -63,10 +75,18 @@ class LocalExecutor:
 
     @property
     def free_slots(self) -> int:
-        return sum(w.task is None for w in self._workers)
+        """Idle workers that have finished starting (trials wait for them, not in them)."""
+        for i, worker in enumerate(self._workers):
+            if not worker.ready and worker.process.exitcode is not None:
+                self._failed_starts += 1
+                if self._failed_starts > _START_ATTEMPTS:
+                    raise NnbackError(f"sweep worker processes die while starting (exit code "
+                                      f"{worker.process.exitcode}); see the messages above")
+                self._workers[i] = _Worker(self._context, self.threads)
+        return sum(w.task is None and w.check_ready() for w in self._workers)
 
     def submit(self, task: dict) -> None:
-        worker = next(w for w in self._workers if w.task is None)
+        worker = next(w for w in self._workers if w.task is None and w.ready)
         worker.task = {**task, "parent_pid": os.getpid()}
         worker.conn.send(worker.task)
 
@@ -126,6 +146,7 @@ def _serve(conn, threads: int) -> None:
     import nnback.train.run  # noqa: F401  (imported once here, not in the first trial)
     from nnback.sweep.trial import run_trial
 
+    conn.send(_READY)
     while True:
         try:
             task = conn.recv()
