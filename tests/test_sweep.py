@@ -3,6 +3,7 @@ the folder lock, failures, and the local and Dask executors, on the tiny spiral.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -136,8 +137,8 @@ def test_random_with_a_seed_gives_the_same_trials(tmp_path, experiment_file):
 
 @pytest.mark.parametrize("changes, options, expected", [
     ({"metrc": "val_loss"}, {}, "sweep.yaml: metrc: unknown key 'metrc'"),
-    ({"parameters": {"optimizer.lrr": [0.1]}}, {}, "parameters.optimizer.lrr: value 0.1"),
-    ({"parameters": {"optimizer.lr": [0.1, -1.0]}}, {}, "parameters.optimizer.lr: value -1.0"),
+    ({"parameters": {"optimizer.lrr": [0.1]}}, {}, "parameters.optimizer.lrr: value 0.1 is rejected: optimizer.lrr: unknown key"),
+    ({"parameters": {"optimizer.lr": [0.1, -1.0]}}, {}, "parameters.optimizer.lr: value -1.0 is rejected: optimizer.lr: must be greater than 0"),
     ({"parameters": {"model.layers.0.units": {"int_uniform": [0, 8]}}, "method": "random", "trials": 2}, {},
      "parameters.model.layers.0.units: value 0"),
     ({"parameters": {"optimizer.lr": {"log_uniform": [0.01, 0.1]}}}, {},
@@ -188,7 +189,7 @@ def test_sigkill_of_a_trial_process_is_requeued_and_resumed(reference, tmp_path,
     wait_until(proc, lambda: training_trial(folder) is not None and lock_pid(training_trial(folder)))
     victim = training_trial(folder)
     os.kill(lock_pid(victim), signal.SIGKILL)
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     journal = read_jsonl(folder / "trials.jsonl")
     assert any(r["state"] == "requeued" and r["trial"] == victim.name for r in journal)
@@ -196,7 +197,7 @@ def test_sigkill_of_a_trial_process_is_requeued_and_resumed(reference, tmp_path,
 
 
 def test_sigterm_stops_trials_with_checkpoints(reference, tmp_path, nnback_start):
-    sweep, ref, _ = reference
+    sweep, _, _ = reference
     folder = tmp_path / "sweep"
     proc = nnback_start("sweep", sweep, "--workers", 2, "--out", folder, cwd=sweep.parent)
     wait_until(proc, lambda: training_trial(folder) is not None)
@@ -240,7 +241,7 @@ def test_dask_local_cluster_with_a_worker_killed_mid_trial(reference, tmp_path, 
     wait_until(proc, lambda: training_trial(folder) is not None and lock_pid(training_trial(folder)), 60)
     victim = training_trial(folder)
     os.kill(lock_pid(victim), signal.SIGKILL)
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert scores(folder) == scores(ref)
     assert set(completions(folder).values()) == {1}
@@ -269,3 +270,13 @@ def test_worker_check_names_the_path_it_cannot_see(tmp_path, experiment_file):
     assert check_worker(str(missing), str(tmp_path), str(config)).startswith(f"{missing}: not found")
     data = experiment_file(tmp_path / "data.yaml", {"data": {"source": "rows.csv", "target": "label"}})
     assert "rows.csv: file not found" in check_worker(str(tmp_path), str(tmp_path), str(data))
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "config" / "sweeps").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_sweeps_are_valid(path, tmp_path):
+    listing = io.StringIO()
+    assert run_sweep(path, SweepOptions(dry_run=True, out=tmp_path / "out"), listing) == 0
+    spec = load_sweep(path)[0]
+    assert len(listing.getvalue().splitlines()) == 1 + len(planned_trials(spec))
+    assert not (tmp_path / "out").exists()

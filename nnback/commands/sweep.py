@@ -16,7 +16,14 @@ import time
 from pathlib import Path
 
 from nnback.config.timeparse import parse_duration
-from nnback.errors import EXIT_FAILURE, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIME_LIMIT, ConfigError
+from nnback.errors import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_TIME_LIMIT,
+    ConfigError,
+)
 from nnback.sweep.folder import BASE_FILE, check_unchanged, write_definition
 from nnback.sweep.journal import Journal, TrialState
 from nnback.sweep.plan import Trial, grid_size, planned_trials

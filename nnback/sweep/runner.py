@@ -23,7 +23,13 @@ from nnback.errors import ConfigError
 from nnback.sweep.journal import DONE, Journal
 from nnback.sweep.plan import Trial, make_trial
 from nnback.sweep.spec import SweepSpec, check_params, set_args
-from nnback.sweep.trial import HEARTBEAT, HEARTBEAT_SECONDS, STOP_ALL, STOP_DIR, metric_history
+from nnback.sweep.trial import (
+    HEARTBEAT,
+    HEARTBEAT_SECONDS,
+    STOP_ALL,
+    STOP_DIR,
+    metric_history,
+)
 
 MACHINERY_ATTEMPTS = 3
 RETRY_DELAY_SECONDS = 1.0

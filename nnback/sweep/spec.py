@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from nnback.config import apply_overrides, read_yaml, validate
 from nnback.config.timeparse import parse_duration
@@ -196,7 +203,7 @@ def load_sweep(path: str | Path, overrides=()) -> tuple[SweepSpec, dict]:
         base["data"]["seed"] = base["seed"]
     for key, values in spec.parameters.items():
         for value in values.probes() if isinstance(values, Range) else values:
-            check_params(base, {key: value}, f"{path}: parameters.{key}: value {value_text(value)}")
+            check_params(base, {key: value}, f"{path}: parameters.{key}: value {value_text(value)} is rejected")
     return spec, base
 
 

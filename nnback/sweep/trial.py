@@ -14,14 +14,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
 import threading
 import time
 from pathlib import Path
 
-from nnback.errors import (EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIME_LIMIT, LockedError, NnbackError,
-                           RunIOError)
+from nnback.errors import (
+    EXIT_OK,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_TIME_LIMIT,
+    LockedError,
+    NnbackError,
+    RunIOError,
+)
 from nnback.train.jsonl import read_jsonl
 
 STOP_DIR = "stop"
@@ -102,7 +110,7 @@ def best_score(history: list[tuple[int, float]], maximise: bool) -> tuple[float 
     """The best value over the evaluations and its epoch; the earliest one on ties."""
     best = None
     for epoch, value in history:
-        if value == value and (best is None or (value > best[1] if maximise else value < best[1])):
+        if not math.isnan(value) and (best is None or (value > best[1] if maximise else value < best[1])):
             best = (epoch, value)
     return (best[1], best[0]) if best else (None, None)
 
