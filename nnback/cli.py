@@ -107,7 +107,7 @@ def train(
 @user_errors
 def validate(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt):
     """Check the config and the data without training; print the resolved config and layers."""
-    from nnback.report import validate_report
+    from nnback.commands.validate import validate_report
 
     typer.echo(validate_report(config, set_ or ()))
 
@@ -124,16 +124,9 @@ def eval_(
     json_: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
 ):
     """Metrics (loss, accuracy) of saved weights."""
-    from nnback.inference import eval_saved
+    from nnback.commands.evaluate import eval_report
 
-    metrics = eval_saved(run, split.value, data)
-    if json_:
-        import json
-
-        typer.echo(json.dumps(metrics))
-    else:
-        typer.echo(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                            for k, v in metrics.items()))
+    typer.echo(eval_report(run, split.value, data, as_json=json_))
 
 
 @app.command()
@@ -145,7 +138,7 @@ def predict(
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Write the CSV here (default stdout)."),
 ):
     """Predictions for raw inputs, preprocessed as in training: class names and probabilities, or values."""
-    from nnback.inference import predict_file
+    from nnback.commands.predict import predict_file
 
     text = predict_file(run, inputs, out)
     if text is not None:
@@ -162,7 +155,7 @@ def gradcheck(
 ):
     """Compare analytic and numerical gradients of the configured network and loss (float64)."""
     from nnback.errors import EXIT_FAILURE
-    from nnback.report import gradcheck_report
+    from nnback.commands.gradcheck import gradcheck_report
 
     text, ok = gradcheck_report(config, set_ or (), batch, threshold)
     typer.echo(text)
@@ -176,10 +169,10 @@ def data_fetch(
     dir_: Optional[Path] = typer.Option(None, "--dir", help="Target folder (default data/<name>)."),
 ):
     """Download a data set's IDX files, verify their SHA-256 sums, skip verified files."""
-    from nnback.data import fetch
+    from nnback.commands.data import fetch_lines
 
-    for path, status in fetch(name, dir_ or Path("data") / name):
-        typer.echo(f"{status:>10}  {path}")
+    for line in fetch_lines(name, dir_ or Path("data") / name):
+        typer.echo(line)
 
 
 class RunsFormat(str, Enum):
@@ -197,7 +190,7 @@ def runs(
     format_: RunsFormat = typer.Option(RunsFormat.table, "--format", help="Output format."),
 ):
     """Compare runs: status, differing hyperparameters, best validation and test metrics, time."""
-    from nnback.runs import runs_table
+    from nnback.commands.runs import runs_table
 
     typer.echo(runs_table(folder, sort=sort, status=status, fmt=format_.value))
 
@@ -213,7 +206,7 @@ def plot(
     dpi: int = typer.Option(100, "--dpi", help="Pixels per inch."),
 ):
     """Plot loss, accuracy, learning rate and gradient flow of one or more runs to a PNG."""
-    from nnback.plot import plot_runs
+    from nnback.commands.plot import plot_runs
 
     typer.echo(f"wrote {plot_runs(runs_, out, width=width, height=height, dpi=dpi)}")
 
@@ -222,7 +215,7 @@ def plot(
 @user_errors
 def diagnose(run: Path = typer.Argument(..., help="Run folder (holds diagnostics.jsonl).", show_default=False)):
     """Summarise a run's gradient-flow diagnostics and explain its warnings."""
-    from nnback.diagnose import diagnose_run
+    from nnback.commands.diagnose import diagnose_run
 
     typer.echo(diagnose_run(run))
 
@@ -231,7 +224,7 @@ def diagnose(run: Path = typer.Argument(..., help="Run folder (holds diagnostics
 @user_errors
 def explain(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt):
     """Print each layer's forward/backward formulas, shapes and cache for the configured data."""
-    from nnback.explain import explain_config
+    from nnback.commands.explain import explain_config
 
     typer.echo(explain_config(config, set_ or ()))
 

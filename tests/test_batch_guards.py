@@ -18,8 +18,8 @@ from nnback.errors import EXIT_DIVERGED, EXIT_TIME_LIMIT, EXIT_USAGE
 from nnback.layers import Linear, ReLU
 from nnback.model import Sequential
 from nnback.train.divergence import find_nonfinite_grad
-from nnback.train.checkpoint import CheckpointStore, load_checkpoint
-from nnback.train.jsonl import read_jsonl
+from nnback.runfolder.checkpoint import CheckpointStore, load_checkpoint
+from nnback.runfolder.jsonl import read_jsonl
 
 
 def summary(run: Path) -> dict:

@@ -20,10 +20,10 @@ import pytest
 from nnback.config import load_config
 from nnback.data import load_data
 from nnback.errors import EXIT_IO, EXIT_LOCKED, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIME_LIMIT, EXIT_USAGE
-from nnback.atomic import TEMP_SUFFIX
-from nnback.train.checkpoint import CheckpointStore
+from nnback.runfolder.atomic import TEMP_SUFFIX
+from nnback.runfolder.checkpoint import CheckpointStore
 from nnback.train.console import Console
-from nnback.train.jsonl import read_jsonl
+from nnback.runfolder.jsonl import read_jsonl
 from nnback.train.trainer import Trainer
 
 # 20 epochs of 15 steps with a checkpoint after every step (~220 kB each) and dropout, so

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from nnback.diagnose import diagnose_run, summary_rows, warnings_text
-from nnback.diagnostics import DiagnosticsRecorder, Thresholds
+from nnback.commands.diagnose import diagnose_run, summary_rows, warnings_text
+from nnback.train.diagnostics import DiagnosticsRecorder, Thresholds
 from nnback.errors import NnbackError
 from nnback.layers import Linear, Sigmoid
 from nnback.model import Sequential

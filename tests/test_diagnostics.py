@@ -3,13 +3,13 @@ import math
 import numpy as np
 import pytest
 
-from nnback.diagnostics import (DiagnosticsRecorder, ProblemTracker, Thresholds, activation_stats,
+from nnback.train.diagnostics import (DiagnosticsRecorder, ProblemTracker, Thresholds, activation_stats,
                                 depth_ratio, layer_stats, norm, parameter_stats)
 from nnback.layers import GELU, Linear, ReLU, Sigmoid, Tanh
 from nnback.losses import SoftmaxCrossEntropy
 from nnback.model import Sequential
 from nnback.optim import SGD
-from nnback.train.jsonl import read_jsonl
+from nnback.runfolder.jsonl import read_jsonl
 
 
 def traced_step(model, x, y, loss_fn):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from nnback.errors import ConfigError
-from nnback.explain import LAYER_FORMULAS, LOSS_FORMULAS, explain_config, explain_layer, explain_model
+from nnback.commands.explain import LAYER_FORMULAS, LOSS_FORMULAS, explain_config, explain_layer, explain_model
 from nnback.layers import (GELU, BatchNorm1d, Dropout, Layer, LayerNorm, LeakyReLU, Linear, ReLU, Sigmoid,
                            Softplus, Tanh)
 from nnback.losses import MSE, BCEWithLogits, Hinge, SoftmaxCrossEntropy

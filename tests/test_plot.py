@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from nnback.errors import NnbackError
-from nnback.plot import make_figure, plot_runs
-from nnback.runs import load_run
+from nnback.commands.plot import make_figure, plot_runs
+from nnback.commands.runs import load_run
 from test_runs import make_run
 
 

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 
 from nnback.errors import RunIOError
-from nnback.train.preflight import check_free_space, check_writable
+from nnback.runfolder.preflight import check_free_space, check_writable
 from nnback.config.timeparse import parse_duration
 
 

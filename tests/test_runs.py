@@ -7,7 +7,7 @@ import yaml
 
 from nnback.errors import NnbackError
 from nnback.config.diff import differing_keys, flatten
-from nnback.runs import duration, find_runs, load_run, run_labels, runs_table
+from nnback.commands.runs import duration, find_runs, load_run, run_labels, runs_table
 
 BASE = {
     "name": "digits-mlp",

@@ -2,7 +2,7 @@
 
 Every model forbids unknown keys and documents every field; cross-field checks raise
 errors whose location is the YAML key to fix. The ``data:`` section lives in
-``nnback.config.data``.
+``nnback.config.data_schema``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
-from nnback.config.data import DataConfig
+from nnback.config.data_schema import DataConfig
 from nnback.config.timeparse import parse_duration
 
 

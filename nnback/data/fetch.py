@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from nnback.atomic import atomic_write
+from nnback.runfolder.atomic import atomic_write
 from nnback.errors import DataError
 
 IDX_FILES = {

@@ -22,13 +22,13 @@ from nnback.config.diff import differing_keys
 from nnback.data import load_data
 from nnback.errors import (EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIME_LIMIT, ConfigError,
                            NnbackError, RunIOError)
-from nnback.atomic import atomic_write_json, atomic_write_text, remove_temp_files
-from nnback.train.checkpoint import save_checkpoint
+from nnback.runfolder.atomic import atomic_write_json, atomic_write_text, remove_temp_files
+from nnback.runfolder.checkpoint import save_checkpoint
 from nnback.train.divergence import Diverged
-from nnback.train.jsonl import read_jsonl, truncate_after
-from nnback.train.lock import RunLock
-from nnback.train.preflight import check_free_space, check_writable
-from nnback.train.snapshot import model_arrays, run_meta, versions
+from nnback.runfolder.jsonl import read_jsonl, truncate_after
+from nnback.runfolder.lock import RunLock
+from nnback.runfolder.preflight import check_free_space, check_writable
+from nnback.runfolder.snapshot import model_arrays, run_meta, versions
 from nnback.config.timeparse import parse_duration
 from nnback.train.trainer import Trainer
 

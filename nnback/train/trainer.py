@@ -18,15 +18,15 @@ import numpy as np
 
 from nnback.build import (build_loss, build_network, build_optimizer, build_schedule, loss_targets,
                           steps_per_epoch)
-from nnback.diagnostics import DiagnosticsRecorder
+from nnback.train.diagnostics import DiagnosticsRecorder
 from nnback.layers import BatchNorm1d
 from nnback.optim import clip_grad_norm, grad_norm
-from nnback.atomic import atomic_save_npz
-from nnback.train.checkpoint import CheckpointStore
+from nnback.runfolder.atomic import atomic_save_npz
+from nnback.runfolder.checkpoint import CheckpointStore
 from nnback.train.evaluate import evaluate
-from nnback.train.jsonl import JsonlWriter
+from nnback.runfolder.jsonl import JsonlWriter
 from nnback.train.divergence import Diverged, find_nonfinite, find_nonfinite_grad
-from nnback.train.snapshot import model_arrays, restore_arrays, role_arrays, run_meta
+from nnback.runfolder.snapshot import model_arrays, restore_arrays, role_arrays, run_meta
 
 @dataclasses.dataclass
 class Progress:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from nnback.diagnostics import HEALTHY_RATIO
+from nnback.train.diagnostics import HEALTHY_RATIO
 from nnback.errors import NnbackError
-from nnback.runs import Run, load_run, run_labels
+from nnback.commands.runs import Run, load_run, run_labels
 
 LINESTYLES = ("-", "--", ":", "-.")
 MARKED_POINTS = 60  # series this short get a marker on every point
@@ -30,7 +30,7 @@ def _figure_class():
 
 
 def _diagnostics(run: Run) -> list[dict]:
-    from nnback.train.jsonl import read_jsonl
+    from nnback.runfolder.jsonl import read_jsonl
 
     return read_jsonl(run.path / "diagnostics.jsonl", missing_ok=True)
 

@@ -277,7 +277,7 @@ class DiagnosticsRecorder:
 
     def __init__(self, path: str | Path, every: int = 100, warn: Callable[[str], None] | None = None,
                  thresholds: Thresholds = Thresholds()):
-        from nnback.train.jsonl import JsonlWriter
+        from nnback.runfolder.jsonl import JsonlWriter
 
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from nnback.errors import CheckpointError
-from nnback.atomic import TEMP_SUFFIX, atomic_save_npz, atomic_write, fsync_dir, io_error, remove_file
+from nnback.runfolder.atomic import TEMP_SUFFIX, atomic_save_npz, atomic_write, fsync_dir, io_error, remove_file
 
 META_KEY = "meta"
 CHECKSUM_KEY = "checksum"

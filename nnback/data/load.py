@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnback.config.data import (
+from nnback.config.data_schema import (
     DataConfig,
     DigitsData,
     FileData,
@@ -26,7 +26,7 @@ from nnback.config.data import (
     MnistData,
     file_format,
 )
-from nnback.data.datasets import FASHION_CLASSES, load_digits, load_mnist
+from nnback.data.builtin import FASHION_CLASSES, load_digits, load_mnist
 from nnback.data.files import arrays_table, read_csv, read_npy, read_npz
 from nnback.data.generators import GENERATORS, REGRESSION
 from nnback.data.idx import read_idx

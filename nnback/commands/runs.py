@@ -67,7 +67,7 @@ def load_run(path: str | Path) -> Run:
     Raises:
         NnbackError: not a run folder (no ``config.yaml``), or an unreadable file.
     """
-    from nnback.train.jsonl import read_jsonl
+    from nnback.runfolder.jsonl import read_jsonl
 
     path = Path(path)
     config_path = path / "config.yaml"

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from nnback.atomic import atomic_write_bytes, io_error
+from nnback.runfolder.atomic import atomic_write_bytes, io_error
 
 logger = logging.getLogger(__name__)
 

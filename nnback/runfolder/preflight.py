@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from nnback.errors import RunIOError
-from nnback.atomic import TEMP_SUFFIX, io_error
+from nnback.runfolder.atomic import TEMP_SUFFIX, io_error
 
 
 def check_writable(folder: str | os.PathLike) -> None:
