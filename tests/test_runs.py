@@ -6,8 +6,9 @@ import pytest
 import yaml
 
 from nnback.errors import NnbackError
+from nnback.formatting import duration
 from nnback.config.diff import differing_keys, flatten
-from nnback.commands.runs import duration, find_runs, load_run, run_labels, runs_table
+from nnback.commands.runs import find_runs, load_run, run_labels, runs_table
 
 BASE = {
     "name": "digits-mlp",

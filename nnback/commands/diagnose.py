@@ -8,7 +8,7 @@ from pathlib import Path
 
 from nnback.train.diagnostics import HEALTHY_RATIO, ProblemTracker, Thresholds
 from nnback.errors import NnbackError
-from nnback.commands.runs import format_table
+from nnback.formatting import format_table
 
 PARAM_METRICS = ("weight_norm", "grad_norm", "update_ratio")
 LAYER_METRICS = ("dx_norm", "mean", "std", "dead", "saturated")

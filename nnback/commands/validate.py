@@ -10,6 +10,7 @@ import yaml
 from nnback.build import build_network, build_optimizer
 from nnback.config import load_config
 from nnback.data import load_data
+from nnback.formatting import format_bytes
 
 
 def layer_table(model, n_features: int) -> list[tuple[str, str, int]]:
@@ -20,13 +21,6 @@ def layer_table(model, n_features: int) -> list[tuple[str, str, int]]:
         count = sum(p.size for p in layer.params.values())
         rows.append((f"{i} {layer!r}", f"(N, {width})", count))
     return rows
-
-
-def _bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
 
 
 def validate_report(config: str | Path, overrides=()) -> str:
@@ -47,9 +41,9 @@ def validate_report(config: str | Path, overrides=()) -> str:
     sizes = {name: len(getattr(bundle, name)) for name in ("train", "val", "test") if getattr(bundle, name)}
     lines += [
         "",
-        f"total parameters: {n_params:,} ({_bytes(param_bytes)} of {model.dtype}); "
+        f"total parameters: {n_params:,} ({format_bytes(param_bytes)} of {model.dtype}); "
         f"training memory for weights, gradients and optimizer state: "
-        f"{_bytes(2 * param_bytes + state_bytes)}",
+        f"{format_bytes(2 * param_bytes + state_bytes)}",
         f"data: {bundle.task}, {bundle.n_features} features, "
         + (f"{bundle.n_outputs} classes, " if bundle.task == "classification" else "")
         + ", ".join(f"{k} {v}" for k, v in sizes.items()),

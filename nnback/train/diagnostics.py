@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nnback.optim import grad_norm
+
 ACTIVATIONS = ("ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softplus")
 SATURATION = 0.99  # |tanh| above, or sigmoid outside [1 - SATURATION, SATURATION]
 HEALTHY_RATIO = 1e-3
@@ -183,8 +185,7 @@ class ProblemTracker:
 
 def norm(a: np.ndarray) -> float:
     """Frobenius norm of ``a`` (any shape), as a Python float."""
-    flat = a.ravel()
-    return math.sqrt(float(np.dot(flat, flat)))
+    return grad_norm([a])
 
 
 def _num(value: float) -> float | None:

@@ -25,7 +25,7 @@ from nnback.errors import (EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIME_LIMIT, 
 from nnback.runfolder.atomic import atomic_write_json, atomic_write_text, remove_temp_files
 from nnback.runfolder.checkpoint import save_checkpoint
 from nnback.train.divergence import Diverged
-from nnback.runfolder.jsonl import read_jsonl, truncate_after
+from nnback.runfolder.jsonl import read_json, read_jsonl, truncate_after
 from nnback.runfolder.lock import RunLock
 from nnback.runfolder.preflight import check_free_space, check_writable
 from nnback.runfolder.snapshot import model_arrays, run_meta, versions
@@ -218,8 +218,8 @@ def _saved_config(run_dir: Path) -> dict | None:
 
 def _read_summary(run_dir: Path) -> dict | None:
     try:
-        return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json(run_dir / "summary.json")
+    except NnbackError:
         return None
 
 
