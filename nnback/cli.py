@@ -12,7 +12,6 @@ import functools
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -83,11 +82,12 @@ SetOpt = typer.Option(None, "--set", help="Override a key: --set optimizer.lr=0.
 @user_errors
 def train(
     config: Path = ConfigArg,
-    set_: Optional[List[str]] = SetOpt,
-    out: Optional[Path] = typer.Option(None, "--out", help="Write the run exactly in this folder."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    set_: list[str] | None = SetOpt,
+    out: Path | None = typer.Option(None, "--out", help="Write the run exactly in this folder."),
+    resume: bool = typer.Option(False, "--resume",
+                                help="Continue the run in --out from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Resume even if the saved config differs."),
-    max_time: Optional[str] = typer.Option(
+    max_time: str | None = typer.Option(
         None, "--max-time", help="Wall-time budget (30m, 2h): stop cleanly with a checkpoint before it."),
     skip_if_done: bool = typer.Option(
         False, "--skip-if-done", help="Exit 0 at once if --out holds a completed run of this config."),
@@ -105,7 +105,7 @@ def train(
 
 @app.command()
 @user_errors
-def validate(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt):
+def validate(config: Path = ConfigArg, set_: list[str] | None = SetOpt):
     """Check the config and the data without training; print the resolved config and layers."""
     from nnback.commands.validate import validate_report
 
@@ -120,7 +120,7 @@ RunArg = typer.Argument(..., help="Run folder, model.npz or checkpoint .npz.", s
 def eval_(
     run: Path = RunArg,
     split: SplitName = typer.Option(SplitName.test, "--split", help="Split of the run's own data."),
-    data: Optional[Path] = typer.Option(None, "--data", help="A labelled .csv/.npz file instead."),
+    data: Path | None = typer.Option(None, "--data", help="A labelled .csv/.npz file instead."),
     json_: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
 ):
     """Metrics (loss, accuracy) of saved weights."""
@@ -135,7 +135,7 @@ def predict(
     run: Path = RunArg,
     inputs: Path = typer.Argument(..., help="Raw inputs: .csv (header), .npy, .npz or IDX.",
                                   show_default=False),
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Write the CSV here (default stdout)."),
+    out: Path | None = typer.Option(None, "-o", "--out", help="Write the CSV here (default stdout)."),
 ):
     """Predictions for raw inputs, preprocessed as in training: class names and probabilities, or values."""
     from nnback.commands.predict import predict_file
@@ -149,13 +149,13 @@ def predict(
 @user_errors
 def gradcheck(
     config: Path = ConfigArg,
-    set_: Optional[List[str]] = SetOpt,
+    set_: list[str] | None = SetOpt,
     batch: int = typer.Option(8, "--batch", min=1, help="Training rows to check on."),
     threshold: float = typer.Option(1e-6, "--threshold", help="Largest relative error that passes."),
 ):
     """Compare analytic and numerical gradients of the configured network and loss (float64)."""
-    from nnback.errors import EXIT_FAILURE
     from nnback.commands.gradcheck import gradcheck_report
+    from nnback.errors import EXIT_FAILURE
 
     text, ok = gradcheck_report(config, set_ or (), batch, threshold)
     typer.echo(text)
@@ -166,7 +166,7 @@ def gradcheck(
 @user_errors
 def data_fetch(
     name: str = typer.Argument(..., help="mnist or fashion-mnist.", show_default=False),
-    dir_: Optional[Path] = typer.Option(None, "--dir", help="Target folder (default data/<name>)."),
+    dir_: Path | None = typer.Option(None, "--dir", help="Target folder (default data/<name>)."),
 ):
     """Download a data set's IDX files, verify their SHA-256 sums, skip verified files."""
     from nnback.commands.data import fetch_lines
@@ -185,8 +185,8 @@ class RunsFormat(str, Enum):
 @user_errors
 def runs(
     folder: Path = typer.Argument(Path("runs"), help="Folder searched recursively for runs."),
-    sort: Optional[str] = typer.Option(None, "--sort", help="Column to sort by: val_loss, optimizer.lr, ..."),
-    status: Optional[str] = typer.Option(None, "--status", help="Only these statuses (comma-separated)."),
+    sort: str | None = typer.Option(None, "--sort", help="Column to sort by: val_loss, optimizer.lr, ..."),
+    status: str | None = typer.Option(None, "--status", help="Only these statuses (comma-separated)."),
     format_: RunsFormat = typer.Option(RunsFormat.table, "--format", help="Output format."),
 ):
     """Compare runs: status, differing hyperparameters, best validation and test metrics, time."""
@@ -198,7 +198,7 @@ def runs(
 @app.command()
 @user_errors
 def plot(
-    runs_: List[Path] = typer.Argument(..., metavar="RUN...", help="Run folders; several are overlaid.",
+    runs_: list[Path] = typer.Argument(..., metavar="RUN...", help="Run folders; several are overlaid.",
                                        show_default=False),
     out: Path = typer.Option(Path("plot.png"), "--out", "-o", help="PNG file to write."),
     width: float = typer.Option(15.0, "--width", help="Figure width in inches."),
@@ -213,7 +213,9 @@ def plot(
 
 @app.command()
 @user_errors
-def diagnose(run: Path = typer.Argument(..., help="Run folder (holds diagnostics.jsonl).", show_default=False)):
+def diagnose(
+    run: Path = typer.Argument(..., help="Run folder (holds diagnostics.jsonl).", show_default=False),
+):
     """Summarise a run's gradient-flow diagnostics and explain its warnings."""
     from nnback.commands.diagnose import diagnose_run
 
@@ -222,7 +224,7 @@ def diagnose(run: Path = typer.Argument(..., help="Run folder (holds diagnostics
 
 @app.command()
 @user_errors
-def explain(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt):
+def explain(config: Path = ConfigArg, set_: list[str] | None = SetOpt):
     """Print each layer's forward/backward formulas, shapes and cache for the configured data."""
     from nnback.commands.explain import explain_config
 

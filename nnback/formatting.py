@@ -38,7 +38,7 @@ def format_table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
 
     def line(cells: list[str]) -> str:
-        padded = (c.rjust(w) if NUMBER.match(c) else c.ljust(w) for c, w in zip(cells, widths))
+        padded = (c.rjust(w) if NUMBER.match(c) else c.ljust(w) for c, w in zip(cells, widths, strict=True))
         return "  ".join(padded).rstrip()
 
     return "\n".join([line(headers), *map(line, rows)])

@@ -60,7 +60,8 @@ def test_second_process_is_refused_while_held_then_succeeds(tmp_path):
     with RunLock(tmp_path):
         refused = _try_in_other_process(tmp_path)
     assert refused.returncode == EXIT_LOCKED
-    assert refused.stdout.startswith(f"{tmp_path}: locked by pid {os.getpid()} on host {socket.gethostname()} since ")
+    assert refused.stdout.startswith(
+        f"{tmp_path}: locked by pid {os.getpid()} on host {socket.gethostname()} since ")
     assert refused.stdout.rstrip().endswith("; another nnback train is writing here")
     assert _try_in_other_process(tmp_path).returncode == 0
 

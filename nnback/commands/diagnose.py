@@ -6,9 +6,9 @@ import math
 import textwrap
 from pathlib import Path
 
-from nnback.train.diagnostics import HEALTHY_RATIO, ProblemTracker, Thresholds
 from nnback.errors import NnbackError
 from nnback.formatting import format_table
+from nnback.train.diagnostics import HEALTHY_RATIO, ProblemTracker, Thresholds
 
 PARAM_METRICS = ("weight_norm", "grad_norm", "update_ratio")
 LAYER_METRICS = ("dx_norm", "mean", "std", "dead", "saturated")

@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from nnback.build import loss_targets
 from nnback.config.data_schema import FileData
 from nnback.data import load_data
-from nnback.data.load import Split
 from nnback.data.inputs import read_labelled
+from nnback.data.load import Split
 from nnback.errors import DataError
 from nnback.runfolder.saved_model import Predictor, load
 from nnback.train.evaluate import evaluate

@@ -85,11 +85,11 @@ def run_labels(runs: list[Run]) -> list[str]:
         short = keys
     flats = [flatten(r.config) for r in runs]
     labels = []
-    for run, flat in zip(runs, flats):
-        parts = [f"{s}={flat.get(k, '-')}" for s, k in zip(short, keys)]
+    for run, flat in zip(runs, flats, strict=True):
+        parts = [f"{s}={flat.get(k, '-')}" for s, k in zip(short, keys, strict=True)]
         labels.append(run.name + (f" ({', '.join(parts)})" if parts else ""))
     if len(set(labels)) < len(labels):
-        labels = [f"{label} [{run.path.name}]" for label, run in zip(labels, runs)]
+        labels = [f"{label} [{run.path.name}]" for label, run in zip(labels, runs, strict=True)]
     return labels
 
 

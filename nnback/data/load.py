@@ -191,8 +191,9 @@ def load_data(cfg: DataConfig, seed: int, base_dir: Path) -> DataBundle:
     rows = {name: None for name in PART_NAMES}
     if carve["val"] > 0 or carve["test"] > 0:
         stratify = targets["train"] if task == "classification" else None
-        split = dict(zip(PART_NAMES, split_rows(len(train), carve["val"], carve["test"],
-                                                np.random.default_rng([seed, 1]), stratify, classes)))
+        parts = split_rows(len(train), carve["val"], carve["test"], np.random.default_rng([seed, 1]),
+                           stratify, classes)
+        split = dict(zip(PART_NAMES, parts, strict=True))
         rows["train"] = split["train"]
         for name in ("val", "test"):
             if carve[name] > 0:

@@ -50,4 +50,5 @@ def check_free_space(folder: str | os.PathLike, needed_bytes: int) -> None:
     except OSError as exc:
         raise RunIOError(f"{folder}: cannot measure free space: {exc.strerror or exc}") from exc
     if free < needed_bytes:
-        raise RunIOError(f"{folder}: only {format_bytes(free, si=True)} free, need ~{format_bytes(needed_bytes, si=True)}")
+        raise RunIOError(f"{folder}: only {format_bytes(free, si=True)} free, "
+                         f"need ~{format_bytes(needed_bytes, si=True)}")

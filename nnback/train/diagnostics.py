@@ -224,7 +224,7 @@ def layer_stats(model, trace_f: list, trace_b: list) -> list[dict]:
     """
     n = len(model.layers)
     rows = []
-    for i, (layer, out) in enumerate(zip(model.layers, trace_f)):
+    for i, (layer, out) in enumerate(zip(model.layers, trace_f, strict=True)):
         row = {"layer": i, "type": type(layer).__name__, "dx_norm": _num(norm(trace_b[n - 1 - i]))}
         row.update(activation_stats(layer, out))
         rows.append(row)
