@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-# Cells aligned right: numbers, durations and the "-" of a missing value.
-NUMBER = re.compile(r"^(-|[-+]?[\d.]+(e[-+]?\d+)?(s|m\d\ds|h\d\dm)?)$")
+# Cells aligned right: numbers (1,234 and nan too), durations and the "-" of a missing value.
+NUMBER = re.compile(r"^(-|[-+]?([\d.,]+(e[-+]?\d+)?|nan|inf)(s|m\d\ds|h\d\dm)?)$")
 
 
 def format_bytes(n: float, si: bool = False) -> str:

@@ -9,6 +9,7 @@ import numpy as np
 from nnback.build import build_loss, build_network, loss_targets
 from nnback.config import load_config
 from nnback.data import load_data
+from nnback.formatting import format_table
 from nnback.gradcheck import check_model
 
 
@@ -37,10 +38,8 @@ def gradcheck_report(config: str | Path, overrides=(), batch: int = 8, threshold
     x = np.ascontiguousarray(xb, dtype=np.float64)
     y = loss_targets(exp, yb, np.float64)
     errors = check_model(model, loss, x, y, training=True)
-    width = max(len(name) for name in errors)
-    lines = [f"{'gradient':<{width}}  {'rel. error':>10}  result"]
-    for name, err in errors.items():
-        lines.append(f"{name:<{width}}  {err:>10.2e}  {'ok' if err <= threshold else 'FAIL'}")
+    rows = [[name, f"{err:.2e}", "ok" if err <= threshold else "FAIL"] for name, err in errors.items()]
+    lines = [format_table(["gradient", "rel. error", "result"], rows)]
     ok = all(err <= threshold for err in errors.values())
     worst = max(errors.values())
     lines.append(f"{len(errors)} gradients on a batch of {len(x)}, worst {worst:.2e}, "

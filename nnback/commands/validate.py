@@ -10,7 +10,7 @@ import yaml
 from nnback.build import build_network, build_optimizer
 from nnback.config import load_config
 from nnback.data import load_data
-from nnback.formatting import format_bytes
+from nnback.formatting import format_bytes, format_table
 
 
 def layer_table(model, n_features: int) -> list[tuple[str, str, int]]:
@@ -30,11 +30,9 @@ def validate_report(config: str | Path, overrides=()) -> str:
     model = build_network(exp, bundle, np.random.default_rng(exp.seed), str(config))
     optimizer = build_optimizer(exp, model)
     rows = layer_table(model, bundle.n_features)
-    name_w = max(len(r[0]) for r in rows)
-    shape_w = max(len(r[1]) for r in rows)
     lines = [yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False).rstrip(), ""]
-    lines.append(f"{'layer':<{name_w}}  {'output':<{shape_w}}  {'parameters':>10}")
-    lines += [f"{name:<{name_w}}  {shape:<{shape_w}}  {count:>10,}" for name, shape, count in rows]
+    lines.append(format_table(["layer", "output", "parameters"],
+                              [[name, shape, f"{count:,}"] for name, shape, count in rows]))
     n_params = model.num_parameters()
     param_bytes = sum(p.nbytes for _, p, _ in model.parameters())
     state_bytes = sum(a.nbytes for a in optimizer.state_dict().values())
