@@ -83,7 +83,8 @@ def run_shell(folder: Path, out: Path) -> dict:
     subprocess.run(["xargs", "-P", "2", "-L", "1", "sh", "-c", f'exec {command} "$@"', "sh"],
                    input="\n".join(lines) + "\n", text=True, cwd=folder, env=env, check=True)
     wall = time.perf_counter() - started
-    train = [json.loads((out / str(i) / "summary.json").read_text())["wall_seconds"] for i in range(len(lines))]
+    train = [json.loads((out / str(i) / "summary.json").read_text())["wall_seconds"]
+             for i in range(len(lines))]
     return {"wall": wall, "train": train, "span": None}
 
 
@@ -119,7 +120,9 @@ def main() -> None:
 
 def spread(values: list[float], fmt: str) -> str:
     middle = statistics.median(values)
-    return f"{middle:{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})" if len(values) > 1 else f"{middle:{fmt}}"
+    if len(values) == 1:
+        return f"{middle:{fmt}}"
+    return f"{middle:{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
 
 
 def report(results: dict, args) -> None:
@@ -140,7 +143,7 @@ def report(results: dict, args) -> None:
               f"{spread([statistics.fmean(r['train']) for r in rows], '.2f'):<18}  "
               f"{spread([overhead(r, slots[mode], r['wall']) for r in rows], '.2f'):<18}  "
               f"{fixed:<18}  {steady}")
-    speedups = [a["wall"] / b["wall"] for a, b in zip(results["local-1"], results["local-2"])]
+    speedups = [a["wall"] / b["wall"] for a, b in zip(results["local-1"], results["local-2"], strict=True)]
     print(f"speed-up of 2 local workers over 1: {spread(speedups, '.2f')}")
 
 

@@ -16,12 +16,12 @@ import yaml
 
 from nnback.commands.sweep import SweepOptions, run_sweep
 from nnback.errors import EXIT_LOCKED, EXIT_SIGTERM, ConfigError
+from nnback.runfolder.jsonl import read_jsonl
+from nnback.runfolder.lock import RunLock
 from nnback.sweep.journal import read_states
 from nnback.sweep.plan import planned_trials
 from nnback.sweep.spec import load_sweep
 from nnback.sweep.trial import check_worker
-from nnback.train.jsonl import read_jsonl
-from nnback.train.lock import RunLock
 
 # 4 trials of about half a second of training each; a checkpoint every 5 steps.
 EXPERIMENT = {"train": {"epochs": 20}}
@@ -137,8 +137,10 @@ def test_random_with_a_seed_gives_the_same_trials(tmp_path, experiment_file):
 
 @pytest.mark.parametrize("changes, options, expected", [
     ({"metrc": "val_loss"}, {}, "sweep.yaml: metrc: unknown key 'metrc'"),
-    ({"parameters": {"optimizer.lrr": [0.1]}}, {}, "parameters.optimizer.lrr: value 0.1 is rejected: optimizer.lrr: unknown key"),
-    ({"parameters": {"optimizer.lr": [0.1, -1.0]}}, {}, "parameters.optimizer.lr: value -1.0 is rejected: optimizer.lr: must be greater than 0"),
+    ({"parameters": {"optimizer.lrr": [0.1]}}, {},
+     "parameters.optimizer.lrr: value 0.1 is rejected: optimizer.lrr: unknown key"),
+    ({"parameters": {"optimizer.lr": [0.1, -1.0]}}, {},
+     "parameters.optimizer.lr: value -1.0 is rejected: optimizer.lr: must be greater than 0"),
     ({"parameters": {"model.layers.0.units": {"int_uniform": [0, 8]}}, "method": "random", "trials": 2}, {},
      "parameters.model.layers.0.units: value 0"),
     ({"parameters": {"optimizer.lr": {"log_uniform": [0.01, 0.1]}}}, {},

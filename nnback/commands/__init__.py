@@ -1,1 +1,1 @@
-"""One module per command family: argument-level glue between the CLI and the package."""
+"""The commands behind the CLI, one module per command family; each returns text or data."""

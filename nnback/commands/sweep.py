@@ -91,9 +91,9 @@ def _run_in_folder(folder: Path, spec: SweepSpec, base: dict, trials: list[Trial
         grid and random those of its plan: trials of an earlier file left out) and the
         summary.
     """
+    from nnback.runfolder.lock import RunLock
+    from nnback.runfolder.preflight import check_writable
     from nnback.sweep.runner import Coordinator, clear_stop_markers
-    from nnback.train.lock import RunLock
-    from nnback.train.preflight import check_writable
 
     check_writable(folder)
     with RunLock(folder, "nnback sweep"):
@@ -101,7 +101,8 @@ def _run_in_folder(folder: Path, spec: SweepSpec, base: dict, trials: list[Trial
         write_definition(folder, spec, base)
         clear_stop_markers(folder)
         if executor.name == "dask":
-            executor.check_workers(str(folder.resolve()), str(Path.cwd()), str((folder / BASE_FILE).resolve()))
+            executor.check_workers(str(folder.resolve()), str(Path.cwd()),
+                                   str((folder / BASE_FILE).resolve()))
         with Journal(folder) as journal:
             todo = [t for t in trials if _to_run(journal.states.get(t.id), options.retry_failed)]
             if spec.method == "tpe":
@@ -254,7 +255,8 @@ class Display:
             if isinstance(last.get("score"), float) else ""
         message = f": {last['message']}" if last.get("message") else ""
         seconds = f" {last['seconds']:.1f}s" if isinstance(last.get("seconds"), (int, float)) else ""
-        self._write(f"trial {trial.id} {state.state}{score}{seconds}  {_params_text(trial.params)}{message}\n")
+        params = _params_text(trial.params)
+        self._write(f"trial {trial.id} {state.state}{score}{seconds}  {params}{message}\n")
 
     def note(self, text: str) -> None:
         self._write(("\r\033[K" if self.live else "") + text + "\n")

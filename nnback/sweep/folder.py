@@ -12,10 +12,10 @@ from pathlib import Path
 
 import yaml
 
-from nnback.atomic import atomic_write_text
 from nnback.config import read_yaml
 from nnback.config.diff import differing_keys
 from nnback.errors import ConfigError
+from nnback.runfolder.atomic import atomic_write_text
 from nnback.sweep.spec import SweepSpec
 
 SWEEP_FILE = "sweep.yaml"

@@ -19,7 +19,7 @@ import dataclasses
 import datetime
 from pathlib import Path
 
-from nnback.train.jsonl import JsonlWriter, read_jsonl
+from nnback.runfolder.jsonl import JsonlWriter, read_jsonl
 
 JOURNAL = "trials.jsonl"
 DONE = ("completed", "time_limit", "pruned")

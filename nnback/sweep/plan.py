@@ -71,10 +71,12 @@ def planned_trials(spec: SweepSpec) -> list[Trial]:
     """Every trial of a grid or random sweep, in index order."""
     if spec.method == "grid":
         keys = list(spec.parameters)
-        combinations = [dict(zip(keys, values)) for values in itertools.product(*spec.parameters.values())]
+        combinations = [dict(zip(keys, values, strict=True))
+                        for values in itertools.product(*spec.parameters.values())]
     else:
         combinations = [sample(spec, i) for i in range(spec.trials)]
-    return [make_trial(spec, c, params, r) for c, params in enumerate(combinations) for r in range(spec.repeats)]
+    return [make_trial(spec, c, params, r)
+            for c, params in enumerate(combinations) for r in range(spec.repeats)]
 
 
 def sample(spec: SweepSpec, combination: int) -> dict:

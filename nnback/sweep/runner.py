@@ -63,8 +63,8 @@ class Coordinator:
             ``trial_max_time``.
     """
 
-    def __init__(self, spec: SweepSpec, base: dict, folder: Path, trials: list[Trial], budget: int, study, executor,
-                 journal: Journal, display, *, fail_fast: bool, force: bool, deadline: float | None,
+    def __init__(self, spec: SweepSpec, base: dict, folder: Path, trials: list[Trial], budget: int, study,
+                 executor, journal: Journal, display, *, fail_fast: bool, force: bool, deadline: float | None,
                  trial_max_time: str | None):
         self.spec, self.base, self.folder, self.study = spec, base, folder, study
         self.executor, self.journal, self.display = executor, journal, display
@@ -187,7 +187,8 @@ class Coordinator:
     def _machinery_failure(self, run: Running, message: str, facts: dict, locked: bool = False) -> None:
         attempts, delay = MACHINERY_ATTEMPTS, RETRY_DELAY_SECONDS
         if locked:
-            attempts, delay = LOCKED_ATTEMPTS, min(LOCKED_MAX_DELAY_SECONDS, RETRY_DELAY_SECONDS * 2 ** (run.attempt - 1))
+            attempts = LOCKED_ATTEMPTS
+            delay = min(LOCKED_MAX_DELAY_SECONDS, RETRY_DELAY_SECONDS * 2 ** (run.attempt - 1))
         if self.stop_reason is not None:
             self._record(run.trial, "interrupted", {"message": message, **facts})
         elif run.attempt < attempts:

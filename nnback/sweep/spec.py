@@ -203,7 +203,8 @@ def load_sweep(path: str | Path, overrides=()) -> tuple[SweepSpec, dict]:
         base["data"]["seed"] = base["seed"]
     for key, values in spec.parameters.items():
         for value in values.probes() if isinstance(values, Range) else values:
-            check_params(base, {key: value}, f"{path}: parameters.{key}: value {value_text(value)} is rejected")
+            where = f"{path}: parameters.{key}: value {value_text(value)} is rejected"
+            check_params(base, {key: value}, where)
     return spec, base
 
 

@@ -12,7 +12,8 @@ import os
 import statistics
 from pathlib import Path
 
-from nnback.atomic import atomic_write_json, atomic_write_text, fsync_dir, io_error
+from nnback.formatting import duration, format_table
+from nnback.runfolder.atomic import atomic_write_json, atomic_write_text, fsync_dir, io_error
 from nnback.sweep.journal import TrialState
 from nnback.sweep.spec import SweepSpec
 
@@ -35,7 +36,7 @@ def build_summary(spec: SweepSpec, states: dict[str, TrialState], status: str, p
     """
     counts: dict[str, int] = {}
     for state in states.values():
-        name = state.state if state.state in ("completed", "time_limit", "pruned", "failed") else "interrupted"
+        name = state.state if state.state in (*SCORED, "pruned", "failed") else "interrupted"
         counts[name] = counts.get(name, 0) + 1
     if planned is not None and planned > len(states):
         counts["pending"] = planned - len(states)
@@ -98,17 +99,16 @@ def table(spec: SweepSpec, states: dict[str, TrialState]) -> str:
     best = ranked(spec, states)
     rest = sorted((s for s in states.values() if s not in best), key=lambda s: s.trial["trial"])
     header = ["trial", *keys, spec.metric, "epoch", "status", "time", "threads"]
-    rows = [header]
+    rows = []
     for state in best + rest:
         last, params = state.last, state.trial.get("params", {})
         score = last.get("score")
         rows.append([state.trial["trial"], *(_short(params.get(k)) for k in keys),
                      f"{score:.4f}" if isinstance(score, float) else "-",
                      str(last.get("epoch") or "-"), state.state,
-                     f"{last['seconds']:.1f}s" if isinstance(last.get("seconds"), (int, float)) else "-",
+                     duration(last["seconds"]) if isinstance(last.get("seconds"), (int, float)) else "-",
                      str(last.get("threads", "-"))])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    return format_table(header, rows)
 
 
 def _short(value) -> str:

@@ -13,7 +13,6 @@ trial running on the cluster for long.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import socket
@@ -30,7 +29,7 @@ from nnback.errors import (
     NnbackError,
     RunIOError,
 )
-from nnback.train.jsonl import read_jsonl
+from nnback.runfolder.jsonl import read_json, read_jsonl
 
 STOP_DIR = "stop"
 STOP_ALL = "sweep"  # DIR/stop/sweep stops every trial; DIR/stop/<id> one trial
@@ -86,11 +85,12 @@ def _train(task: dict, stop: threading.Event) -> dict:
     code = train(task["config"], overrides=task["overrides"], out=task["out"], resume=True,
                  force=task["force"], max_time=task["max_time"], console=Console("quiet"), stop=stop)
     run_dir = Path(task["out"])
-    summary = _read_json(run_dir / "summary.json")
+    summary = read_json(run_dir / "summary.json") or {}
     status = {EXIT_OK: "completed", EXIT_TIME_LIMIT: "time_limit"}.get(code)
     if status is None and code in (EXIT_SIGINT, EXIT_SIGTERM):
         status = "interrupted"
-    out = {"exit_code": code, "train_seconds": summary.get("wall_seconds"), "run_status": summary.get("status")}
+    out = {"exit_code": code, "train_seconds": summary.get("wall_seconds"),
+           "run_status": summary.get("status")}
     if status is None:
         return {**out, "outcome": "failed", "message": f"training exited with code {code}"}
     score, epoch = best_score(metric_history(run_dir, task["metric"]), task["maximise"])
@@ -173,19 +173,13 @@ def _working_dir(path: str):
             os.chdir(previous)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
 
 def check_worker(sweep_dir: str, cwd: str, config: str) -> str | None:
     """On a cluster worker: None if it can write the sweep folder and load the data,
     else the problem, naming the path it could not see."""
     from nnback.config import load_config
     from nnback.data import load_data
-    from nnback.train.preflight import check_writable
+    from nnback.runfolder.preflight import check_writable
 
     for folder, what in ((sweep_dir, "the sweep folder"), (cwd, "the sweep's working directory")):
         if not Path(folder).is_dir():
