@@ -172,7 +172,7 @@ def _study(spec: SweepSpec, folder: Path, states: dict[str, TrialState]):
     ended = [(s.trial["params"], s.state, s.last.get("score"),
               metric_history(folder / "trials" / s.trial["trial"], spec.metric))
              for s in sorted(states.values(), key=lambda s: s.trial["index"]) if s.done]
-    return Study(spec, ended)
+    return Study(spec, ended, known=len(states))
 
 
 def _executor(options: SweepOptions):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from nnback.errors import ConfigError
 from nnback.sweep.spec import Range, SweepSpec
 
@@ -30,13 +32,19 @@ class Study:
         spec: the sweep (direction, sampler seed, pruning).
         finished: ``(params, state, score, history)`` of every trial that ended, state
             ``completed``/``time_limit``/``pruned``; ``history`` is ``[(epoch, value)]``.
+        known: trials the journal holds in all. The sampler's seed is the sweep seed for
+            a new sweep, and a seed drawn from it and ``known`` when a sweep continues,
+            so a continued sweep does not draw its first trials' parameters again.
     """
 
-    def __init__(self, spec: SweepSpec, finished: list[tuple[dict, str, float | None, list]]):
+    def __init__(self, spec: SweepSpec, finished: list[tuple[dict, str, float | None, list]], known: int):
         optuna = self._optuna = require_optuna()
         self.spec = spec
-        sampler = (optuna.samplers.TPESampler(seed=spec.seed) if spec.method == "tpe"
-                   else optuna.samplers.RandomSampler(seed=spec.seed))  # draws nothing: grid/random plan
+        seed = spec.seed
+        if known:
+            seed = int(np.random.SeedSequence([spec.seed, known]).generate_state(1)[0])
+        sampler = (optuna.samplers.TPESampler(seed=seed) if spec.method == "tpe"
+                   else optuna.samplers.RandomSampler(seed=seed))  # draws nothing: grid/random plan
         pruner = (optuna.pruners.MedianPruner(n_startup_trials=spec.prune.min_trials,
                                               n_warmup_steps=spec.prune.after_epochs)
                   if spec.prune is not None else optuna.pruners.NopPruner())
