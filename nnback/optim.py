@@ -31,7 +31,39 @@ import math
 
 import numpy as np
 
+from nnback.spec import Option, Spec
+
 BLOCK = 1 << 16  # elements updated together by a packed step (256 KiB of float32)
+
+
+def _lr(default):
+    return Option("lr", float, default, "Learning rate (peak value when scheduled).", gt=0)
+
+
+def _eps():
+    return Option("eps", float, 1e-8, "Added to the denominator for stability.", gt=0)
+
+
+def _weight_decay(default, doc):
+    return Option("weight_decay", float, default, doc, ge=0)
+
+
+def _adam_options(weight_decay):
+    """Options of Adam and AdamW: the same keys, the weight decay as given."""
+    return (
+        _lr(1e-3),
+        Option("betas", float, (0.9, 0.999), "Decay rates of the first and second moment estimates.",
+               ge=0, lt=1, size=2),
+        _eps(),
+        weight_decay,
+        Option("amsgrad", bool, False, "Use the maximum of past second moments."),
+    )
+
+
+def _nesterov_needs_momentum(values):
+    if values.get("nesterov") and (values.get("momentum", 0) <= 0 or values.get("dampening", 0) != 0):
+        return "nesterov: needs momentum > 0 and dampening 0"
+    return None
 
 
 class Optimizer:
@@ -167,6 +199,18 @@ class SGD(Optimizer):
     State: ``momentum_buffer`` per parameter when ``momentum != 0``.
     """
 
+    spec = Spec(
+        name="sgd", doc="Stochastic gradient descent (torch.optim.SGD).",
+        options=(
+            _lr(0.01),
+            Option("momentum", float, 0.0, "Momentum factor.", ge=0, lt=1),
+            Option("dampening", float, 0.0, "Dampening of the momentum buffer.", ge=0, le=1),
+            Option("nesterov", bool, False, "Nesterov momentum (needs momentum > 0, dampening 0)."),
+            _weight_decay(0.0, "L2 penalty added to the gradient."),
+        ),
+        rules=(_nesterov_needs_momentum,),
+    )
+
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False):
         _require(momentum >= 0, "momentum", ">= 0", momentum)
         _require(dampening >= 0, "dampening", ">= 0", dampening)
@@ -228,6 +272,9 @@ class Adam(Optimizer):
     State: ``exp_avg``, ``exp_avg_sq`` and, with AMSGrad, ``max_exp_avg_sq``.
     """
 
+    spec = Spec(name="adam", doc="Adam (torch.optim.Adam).",
+                options=_adam_options(_weight_decay(0.0, "L2 penalty added to the gradient.")))
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False):
         _require(len(betas) == 2, "betas", "a pair (beta1, beta2)", betas)
@@ -274,6 +321,10 @@ class AdamW(Adam):
     Arguments and state as ``Adam``; ``weight_decay`` defaults to 1e-2.
     """
 
+    spec = Spec(name="adamw", doc="AdamW: Adam with decoupled weight decay (torch.optim.AdamW).",
+                options=_adam_options(_weight_decay(
+                    1e-2, "Decoupled weight decay: p = p * (1 - lr * weight_decay) first.")))
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
@@ -308,6 +359,18 @@ class RMSprop(Optimizer):
     State: ``square_avg``, plus ``momentum_buffer`` if ``momentum > 0`` and
     ``grad_avg`` if centered.
     """
+
+    spec = Spec(
+        name="rmsprop", doc="RMSprop (torch.optim.RMSprop).",
+        options=(
+            _lr(1e-2),
+            Option("alpha", float, 0.99, "Smoothing constant of the squared gradient.", ge=0, lt=1),
+            _eps(),
+            Option("momentum", float, 0.0, "Momentum factor.", ge=0, lt=1),
+            Option("centered", bool, False, "Normalise by the estimated variance of the gradient."),
+            _weight_decay(0.0, "L2 penalty added to the gradient."),
+        ),
+    )
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False):

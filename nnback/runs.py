@@ -18,6 +18,7 @@ from pathlib import Path
 from nnback.config.diff import differing_keys, flatten
 from nnback.config.loader import read_yaml
 from nnback.errors import NnbackError
+from nnback.train.evaluate import higher_is_better
 
 STATUSES = ("completed", "early_stopped", "interrupted", "time_limit", "diverged", "failed",
             "incomplete")
@@ -105,17 +106,13 @@ def run_labels(runs: list[Run]) -> list[str]:
     return labels
 
 
-def lower_is_better(metric: str) -> bool:
-    return "accuracy" not in metric
-
-
 def best_of(metrics: list[dict], metric: str) -> tuple[float | None, int | None]:
     """Best value of ``metric`` over the evaluation records, and its epoch."""
     values = [(r[metric], r.get("epoch")) for r in metrics
               if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])]
     if not values:
         return None, None
-    pick = min if lower_is_better(metric) else max
+    pick = max if higher_is_better(metric) else min
     return pick(values, key=lambda v: v[0])
 
 
@@ -173,7 +170,7 @@ def _sorted(rows: list[dict], key: str) -> list[dict]:
     column = _sort_key(rows, key)
     present = [r for r in rows if r[column] is not None]
     missing = [r for r in rows if r[column] is None]
-    descending = column.endswith("accuracy")
+    descending = higher_is_better(column)
     try:
         present.sort(key=lambda r: r[column], reverse=descending)
     except TypeError:

@@ -4,6 +4,7 @@ import numpy as np
 
 from nnback.init import INITIALIZERS
 from nnback.layers.base import Layer
+from nnback.spec import REQUIRED, Formulas, LayerSpec, Option
 
 
 class Linear(Layer):
@@ -30,6 +31,23 @@ class Linear(Layer):
         >>> layer.forward(np.zeros((32, 784), np.float32)).shape
         (32, 128)
     """
+
+    spec = LayerSpec(
+        name="linear", doc="Fully connected layer, out = x @ W + b.", role="linear",
+        options=(
+            Option("units", int, REQUIRED, "Output features; 'auto' = number of classes (or "
+                   "regression targets).", gt=0, arg="out_features", auto=True),
+            Option("init", str, "he_normal", "Weight initialisation; biases start at zero.",
+                   choices=tuple(INITIALIZERS)),
+            Option("bias", bool, True, "Learn an additive bias b."),
+        ),
+        formulas=Formulas(
+            forward=["out = x @ W{bias}"],
+            passes=["dx = dout @ W.T"],
+            keeps=[("W", "dW = x.T @ dout"), ("b", "db = sum over N of dout")],
+            caches=[("x", "(N, {i})")],
+        ),
+    )
 
     def __init__(self, in_features, out_features, init="he_normal", bias=True,
                  dtype=np.float32, rng=None):

@@ -23,7 +23,7 @@ from nnback.layers import BatchNorm1d
 from nnback.optim import clip_grad_norm, grad_norm
 from nnback.atomic import atomic_save_npz
 from nnback.train.checkpoint import CheckpointStore
-from nnback.train.evaluate import evaluate
+from nnback.train.evaluate import evaluate, higher_is_better
 from nnback.train.jsonl import JsonlWriter
 from nnback.train.divergence import Diverged, find_nonfinite, find_nonfinite_grad
 from nnback.train.snapshot import model_arrays, restore_arrays, role_arrays, run_meta
@@ -290,7 +290,7 @@ class Trainer:
             return
         p = self.progress
         value = record[metric]
-        sign = -1.0 if metric == "val_accuracy" else 1.0
+        sign = -1.0 if higher_is_better(metric) else 1.0
         min_delta = stopping.min_delta if stopping is not None else 0.0
         if p.best_value is None or sign * (p.best_value - value) > min_delta:
             p.best_value, p.best_epoch, p.best_step = value, record["epoch"], p.step
