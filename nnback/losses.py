@@ -48,7 +48,7 @@ class SoftmaxCrossEntropy:
     smoothing ``e`` the target is ``(1 - e) * onehot(y) + e / C``.
 
     Args:
-        label_smoothing: e, 0 <= e <= 1.
+        label_smoothing: e, 0 <= e < 1.
 
     Shape:
         scores: (N, C) logits; y: (N,) ints in [0, C); dscores: (N, C).
@@ -68,8 +68,7 @@ class SoftmaxCrossEntropy:
     )
 
     def __init__(self, label_smoothing=0.0):
-        if not 0 <= label_smoothing <= 1:
-            raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+        self.spec.check(label_smoothing=label_smoothing)
         self.label_smoothing = label_smoothing
         self._starts, self._ones, self._constants_key = None, None, None
 
@@ -138,7 +137,7 @@ class Hinge:
     Averaged over the batch.
 
     Args:
-        margin: the required gap between the correct score and every other score.
+        margin: the required gap between the correct score and every other score (>= 0).
 
     Shape:
         scores: (N, C); y: (N,) ints in [0, C); dscores: (N, C).
@@ -146,6 +145,8 @@ class Hinge:
 
     spec = LossSpec(
         name="hinge", doc="Multiclass SVM loss on class labels.", task="classification",
+        options=(Option("margin", float, 1.0, "Gap required between the correct score and "
+                        "every other score.", ge=0),),
         formulas=Formulas(
             forward=["margin_j = max(0, scores_j - scores_y + {loss.margin}) for every class j != y",
                      "L = sum of the margins / N"],
@@ -155,6 +156,7 @@ class Hinge:
     )
 
     def __init__(self, margin=1.0):
+        self.spec.check(margin=margin)
         self.margin = margin
 
     def __call__(self, scores, y):

@@ -1,7 +1,9 @@
 """Optimizers (SGD, Adam, AdamW, RMSprop) and global-norm gradient clipping.
 
 Each optimizer follows the algorithm documented for its ``torch.optim`` namesake, with
-the same hyperparameter names and defaults, so runs can be compared with PyTorch.
+the same hyperparameter names and defaults, so runs can be compared with PyTorch. The
+bounds of the hyperparameters are declared in each class's ``spec`` and checked by its
+constructor; the experiment file accepts exactly the same values.
 
 An optimizer takes the model's parameters as ``(name, param, grad)`` triples (from
 ``Sequential.parameters()``); ``backward`` overwrites the grad arrays in place, and
@@ -69,8 +71,9 @@ def _nesterov_needs_momentum(values):
 class Optimizer:
     """Shared machinery: the parameter list, per-parameter state, state dict io.
 
-    Subclasses list their per-parameter buffers in ``_buffer_names`` and implement
-    ``_update``; hyperparameters are validated with ``_require``.
+    Subclasses declare their hyperparameters in ``spec`` (``nnback.spec``) and check
+    them with ``self.spec.check(...)`` first thing in the constructor, list their
+    per-parameter buffers in ``_buffer_names`` and implement ``_update``.
 
     Args:
         params: iterable of ``(name, param, grad)``; names unique, ``param`` a floating
@@ -190,9 +193,9 @@ class SGD(Optimizer):
 
     Args:
         params: ``(name, param, grad)`` triples.
-        lr: learning rate (>= 0).
-        momentum: momentum factor (>= 0).
-        dampening: dampening of the momentum (>= 0); must be 0 with Nesterov.
+        lr: learning rate (> 0).
+        momentum: momentum factor, in [0, 1).
+        dampening: dampening of the momentum, in [0, 1]; must be 0 with Nesterov.
         weight_decay: L2 penalty added to the gradient (>= 0).
         nesterov: Nesterov momentum; requires ``momentum > 0``.
 
@@ -202,7 +205,7 @@ class SGD(Optimizer):
     spec = Spec(
         name="sgd", doc="Stochastic gradient descent (torch.optim.SGD).",
         options=(
-            _lr(0.01),
+            _lr(1e-3),
             Option("momentum", float, 0.0, "Momentum factor.", ge=0, lt=1),
             Option("dampening", float, 0.0, "Dampening of the momentum buffer.", ge=0, le=1),
             Option("nesterov", bool, False, "Nesterov momentum (needs momentum > 0, dampening 0)."),
@@ -212,12 +215,8 @@ class SGD(Optimizer):
     )
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False):
-        _require(momentum >= 0, "momentum", ">= 0", momentum)
-        _require(dampening >= 0, "dampening", ">= 0", dampening)
-        _require(weight_decay >= 0, "weight_decay", ">= 0", weight_decay)
-        if nesterov:
-            _require(momentum > 0, "momentum", "> 0 with nesterov=True", momentum)
-            _require(dampening == 0, "dampening", "0 with nesterov=True", dampening)
+        self.spec.check(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                        nesterov=nesterov)
         self.momentum = float(momentum)
         self.dampening = float(dampening)
         self.weight_decay = float(weight_decay)
@@ -263,9 +262,9 @@ class Adam(Optimizer):
 
     Args:
         params: ``(name, param, grad)`` triples.
-        lr: learning rate (>= 0).
+        lr: learning rate (> 0).
         betas: ``(beta1, beta2)``, each in [0, 1).
-        eps: added to the denominator (>= 0).
+        eps: added to the denominator (> 0).
         weight_decay: L2 penalty added to the gradient (>= 0).
         amsgrad: use the running maximum of the second moment.
 
@@ -277,11 +276,7 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False):
-        _require(len(betas) == 2, "betas", "a pair (beta1, beta2)", betas)
-        _require(0 <= betas[0] < 1, "betas[0]", "in [0, 1)", betas[0])
-        _require(0 <= betas[1] < 1, "betas[1]", "in [0, 1)", betas[1])
-        _require(eps >= 0, "eps", ">= 0", eps)
-        _require(weight_decay >= 0, "weight_decay", ">= 0", weight_decay)
+        self.spec.check(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
         self.betas = (float(betas[0]), float(betas[1]))
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)
@@ -349,11 +344,11 @@ class RMSprop(Optimizer):
 
     Args:
         params: ``(name, param, grad)`` triples.
-        lr: learning rate (>= 0).
-        alpha: smoothing constant, in [0, 1].
-        eps: added to the denominator (>= 0).
+        lr: learning rate (> 0).
+        alpha: smoothing constant, in [0, 1).
+        eps: added to the denominator (> 0).
         weight_decay: L2 penalty added to the gradient (>= 0).
-        momentum: momentum factor (>= 0).
+        momentum: momentum factor, in [0, 1).
         centered: normalise by an estimate of the gradient's variance.
 
     State: ``square_avg``, plus ``momentum_buffer`` if ``momentum > 0`` and
@@ -374,10 +369,8 @@ class RMSprop(Optimizer):
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False):
-        _require(0 <= alpha <= 1, "alpha", "in [0, 1]", alpha)
-        _require(eps >= 0, "eps", ">= 0", eps)
-        _require(weight_decay >= 0, "weight_decay", ">= 0", weight_decay)
-        _require(momentum >= 0, "momentum", ">= 0", momentum)
+        self.spec.check(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                        centered=centered)
         self.alpha = float(alpha)
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)

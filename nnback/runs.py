@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from nnback.config.diff import differing_keys, flatten
-from nnback.config.loader import read_yaml
+from nnback.config.loader import read_saved_config
 from nnback.errors import NnbackError
 from nnback.train.evaluate import higher_is_better
 
@@ -74,7 +74,7 @@ def load_run(path: str | Path) -> Run:
     config_path = path / "config.yaml"
     if not config_path.is_file():
         raise NnbackError(f"{path}: not a run folder (no config.yaml)")
-    config = read_yaml(config_path)
+    config = read_saved_config(config_path)
     metrics = read_jsonl(path / "metrics.jsonl", missing_ok=True)
     return Run(path, config, _read_json(path / "summary.json"), metrics)
 

@@ -40,12 +40,12 @@ def step_decay(step, base_lr, total_steps, step_size, gamma=0.1):
 
     Args:
         step_size: steps between decays (integer >= 1).
-        gamma: factor per decay (> 0).
+        gamma: factor per decay, in (0, 1].
     """
     _check_step(step)
     _require(isinstance(step_size, Integral) and step_size >= 1, "step_size",
              "an integer >= 1", step_size)
-    _require(gamma > 0, "gamma", "> 0", gamma)
+    step_decay.spec.check(gamma=gamma)
     return float(base_lr * gamma ** (step // step_size))
 
 
@@ -57,11 +57,11 @@ def exponential(step, base_lr, total_steps, gamma):
     """``base_lr * gamma ** step``: multiply by ``gamma`` every step.
 
     Args:
-        gamma: factor per step (> 0); a per-epoch factor ``g`` is ``g ** (1 / steps_per_epoch)``
+        gamma: factor per step, in (0, 1]; a per-epoch factor ``g`` is ``g ** (1 / steps_per_epoch)``
             per step.
     """
     _check_step(step)
-    _require(gamma > 0, "gamma", "> 0", gamma)
+    exponential.spec.check(gamma=gamma)
     return float(base_lr * gamma ** step)
 
 
@@ -80,7 +80,7 @@ def cosine(step, base_lr, total_steps, min_lr=0.0):
         min_lr: final learning rate (>= 0).
     """
     _check_step(step)
-    _require(min_lr >= 0, "min_lr", ">= 0", min_lr)
+    cosine.spec.check(min_lr=min_lr)
     progress = min(step, total_steps) / total_steps
     return float(min_lr + (base_lr - min_lr) * (1 + math.cos(math.pi * progress)) / 2)
 

@@ -35,14 +35,14 @@ This module imports nothing outside the standard library: the engine stays NumPy
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import operator
+from collections.abc import Callable, Sequence
 from numbers import Integral, Real
 
 REQUIRED = ...  # the default of an option that has none (as pydantic marks one)
 
 BOUNDS = {"gt": "greater than", "ge": "at least", "lt": "less than", "le": "at most"}
-_HOLDS = {"gt": lambda v, b: v > b, "ge": lambda v, b: v >= b,
-          "lt": lambda v, b: v < b, "le": lambda v, b: v <= b}
+_HOLDS = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le}
 
 
 def number(value) -> str:
@@ -137,10 +137,10 @@ class Formulas:
         caches: ``(what, shape)`` for each array kept between forward and backward.
     """
 
-    forward: tuple[str, ...] | list[str]
-    passes: tuple[str, ...] | list[str]
-    keeps: tuple[tuple[str, str], ...] | list = ()
-    caches: tuple[tuple[str, str], ...] | list = ()
+    forward: Sequence[str]
+    passes: Sequence[str]
+    keeps: Sequence[tuple[str, str]] = ()
+    caches: Sequence[tuple[str, str]] = ()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

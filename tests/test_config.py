@@ -8,6 +8,7 @@ import yaml
 
 from nnback.build import build_model
 from nnback.config import Experiment, apply_overrides, load_config, read_yaml, validate
+from nnback.config.loader import read_saved_config
 from nnback.config.schema import LAYER_SECTIONS
 from nnback.errors import ConfigError
 
@@ -217,3 +218,14 @@ def test_every_field_is_described():
 def test_null_option_means_its_default(name, default):
     exp = validate({**TINY, "optimizer": {"type": name, "weight_decay": None}}, "cfg.yaml")
     assert exp.optimizer.weight_decay == default
+
+
+def test_saved_config_is_read_as_todays_schema_resolves_it(tmp_path):
+    saved = {**TINY, "loss": {"type": "hinge"}, "optimizer": {"type": "adamw", "weight_decay": None}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(saved))
+    resolved = read_saved_config(path)
+    assert resolved["loss"] == {"type": "hinge", "margin": 1.0}
+    assert resolved["optimizer"]["weight_decay"] == 0.01
+    path.write_text(yaml.safe_dump({**saved, "name": ""}))  # no longer valid: kept as written
+    assert read_saved_config(path)["optimizer"]["weight_decay"] is None

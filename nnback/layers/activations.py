@@ -82,6 +82,7 @@ class LeakyReLU(Layer):
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
+        self.spec.check(negative_slope=negative_slope)
         self.negative_slope = negative_slope
 
     def forward(self, x, training=True, out=None):
@@ -198,8 +199,8 @@ class Softplus(Layer):
     linear region.
 
     Args:
-        beta: sharpness.
-        threshold: above this value of ``beta * x`` the output is ``x``.
+        beta: sharpness (> 0).
+        threshold: (> 0) above this value of ``beta * x`` the output is ``x``.
 
     Attributes:
         params, grads, buffers: empty.
@@ -208,6 +209,9 @@ class Softplus(Layer):
     spec = LayerSpec(
         name="softplus", doc="log(1 + exp(beta * x)) / beta, linear above a threshold.",
         role="activation",
+        options=(Option("beta", float, 1.0, "Sharpness.", gt=0),
+                 Option("threshold", float, 20.0, "Above this value of beta * x the output is x.",
+                        gt=0)),
         formulas=Formulas(
             forward=["out = log(1 + exp({layer.beta} * x)) / {layer.beta}   "
                      "(out = x where {layer.beta} * x > {layer.threshold})"],
@@ -218,6 +222,7 @@ class Softplus(Layer):
 
     def __init__(self, beta=1.0, threshold=20.0):
         super().__init__()
+        self.spec.check(beta=beta, threshold=threshold)
         self.beta = beta
         self.threshold = threshold
 

@@ -37,8 +37,7 @@ class Dropout(Layer):
 
     def __init__(self, p=0.5, rng=None):
         super().__init__()
-        if not 0 <= p < 1:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.spec.check(p=p)
         self.p = p
         self.rng = np.random.default_rng() if rng is None else rng
 

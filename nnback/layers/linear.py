@@ -52,8 +52,7 @@ class Linear(Layer):
     def __init__(self, in_features, out_features, init="he_normal", bias=True,
                  dtype=np.float32, rng=None):
         super().__init__()
-        if init not in INITIALIZERS:
-            raise ValueError(f"unknown init {init!r}; choose one of {sorted(INITIALIZERS)}")
+        self.spec.check(out_features=out_features, init=init)
         self.in_features = in_features
         self.out_features = out_features
         self.init = init

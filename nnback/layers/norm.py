@@ -35,6 +35,7 @@ class _AffineNorm(Layer):
 
     def __init__(self, num_features, eps=1e-5, dtype=np.float32):
         super().__init__()
+        self.spec.check(eps=eps)
         self.num_features = num_features
         self.eps = eps
         self.params = {"gamma": np.ones(num_features, dtype), "beta": np.zeros(num_features, dtype)}
@@ -100,6 +101,7 @@ class BatchNorm1d(_AffineNorm):
     )
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):
+        self.spec.check(momentum=momentum)
         super().__init__(num_features, eps, dtype)
         self.momentum = momentum
         self.buffers = {"running_mean": np.zeros(num_features, dtype),

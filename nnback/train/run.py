@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError
 
-from nnback.config import Experiment, load_config, read_yaml
+from nnback.config import load_config
+from nnback.config.loader import read_saved_config
 from nnback.config.diff import differing_keys
 from nnback.data import load_data
 from nnback.errors import (EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIME_LIMIT, ConfigError,
@@ -213,16 +213,8 @@ def _new_run_dir(exp) -> Path:
 
 
 def _saved_config(run_dir: Path) -> dict | None:
-    """The folder's config.yaml as today's schema resolves it, so that a default written
-    out since (``weight_decay: null`` became adam's 0) is no difference; None if absent."""
     path = run_dir / "config.yaml"
-    if not path.exists():
-        return None
-    saved = read_yaml(path)
-    try:
-        return Experiment.model_validate(saved).model_dump(mode="json")
-    except ValidationError:
-        return saved
+    return read_saved_config(path) if path.exists() else None
 
 
 def _read_summary(run_dir: Path) -> dict | None:
