@@ -17,6 +17,8 @@ from nnback.model import Sequential
 from nnback.registry import LAYERS, LOSSES, OPTIMIZERS, SCHEDULES
 from nnback.schedules import make_schedule
 
+EVAL_BATCH = 4096  # rows per forward pass when evaluating or predicting
+
 
 def output_units(exp, task: str, n_outputs: int, source: str) -> int:
     """Units of the last layer: classes, 1 for binary cross-entropy, or regression targets.
@@ -100,6 +102,16 @@ def loss_targets(exp, y: np.ndarray, dtype) -> np.ndarray:
     """Labels as the loss wants them: 0/1 floats of the model's dtype for binary
     cross-entropy, class indices or regression targets unchanged otherwise."""
     return y.astype(dtype) if LOSSES[exp.loss.type].spec.task == "binary" else y
+
+
+def predicted_classes(scores: np.ndarray) -> np.ndarray:
+    """Class indices from scores: argmax, or ``score > 0`` for one binary logit.
+
+    scores: (N, C) -> (N,) int64.
+    """
+    if scores.shape[1] == 1:
+        return (scores[:, 0] > 0).astype(np.int64)
+    return scores.argmax(axis=1)
 
 
 def build_optimizer(exp, model: Sequential):

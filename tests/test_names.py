@@ -7,11 +7,11 @@ import pytest
 import yaml
 
 from nnback.build import build_network, build_optimizer, build_schedule, steps_per_epoch
+from nnback.commands.explain import explain_config
+from nnback.commands.gradcheck import gradcheck_report
 from nnback.config import load_config
 from nnback.data import load_data
-from nnback.explain import explain_config
 from nnback.registry import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULES
-from nnback.report import gradcheck_report
 
 CLASSES = {"source": "blobs", "classes": 3, "features": 3, "points_per_class": 8,
            "preprocess": "standardize"}
@@ -82,7 +82,8 @@ def test_every_optimizer(name, tmp_path):
     for _, _, grad in model.parameters():
         grad.fill(1.0)
     optimizer.step()
-    assert all(not np.array_equal(a, param) for a, (_, param, _) in zip(before, model.parameters()))
+    after = [param for _, param, _ in model.parameters()]
+    assert all(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
 
 
 @pytest.mark.parametrize("name", SCHEDULES)

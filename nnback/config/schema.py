@@ -2,14 +2,16 @@
 
 Every model forbids unknown keys and documents every field; cross-field checks raise
 errors whose location is the YAML key to fix. The ``data:`` section lives in
-``nnback.config.data``. The sections of layers, losses, optimizers and schedules are
-built from the specs of the engine classes (``nnback.spec``): their ``type`` names,
-options, defaults, bounds and descriptions are written there, once.
+``nnback.config.data_schema``. The sections of layers, losses, optimizers and
+schedules are built from the specs of the engine classes (``nnback.spec``): their
+``type`` names, options, defaults, bounds and descriptions are written there, once.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+import functools
+import operator
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -21,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from nnback.config.data import DataConfig
+from nnback.config.data_schema import DataConfig
 from nnback.config.timeparse import parse_duration
 from nnback.registry import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULES
 from nnback.spec import Option, Spec
@@ -96,7 +98,7 @@ def section_of(spec: Spec, base: type[BaseModel] = None) -> type[BaseModel]:
 
 def _union(sections: dict[str, type[BaseModel]]):
     """The sections as one field, told apart by ``type``."""
-    return Annotated[Union[tuple(sections.values())], Field(discriminator="type")]
+    return Annotated[functools.reduce(operator.or_, sections.values()), Field(discriminator="type")]
 
 
 class Warmup(Section):

@@ -20,6 +20,7 @@ from nnback.build import build_loss, build_network
 from nnback.config import load_config
 from nnback.data import load_data
 
+
 def _block(label: str, lines: list[str]) -> list[str]:
     """``lines`` under a 12-wide label column, the label on the first line only."""
     return [f"    {label if k == 0 else '':<12}{line}" for k, line in enumerate(lines)]
