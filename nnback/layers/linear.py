@@ -13,8 +13,7 @@ class Linear(Layer):
     Args:
         in_features: D_in, size of each input sample.
         out_features: D_out, size of each output sample.
-        init: weight initialiser, one of ``"he_normal"``, ``"he_uniform"``,
-            ``"xavier_normal"``, ``"xavier_uniform"``.
+        init: weight initialiser, a name in ``nnback.init.INITIALIZERS`` (``"he_normal"``).
         bias: whether to add the learned bias ``b``.
         dtype: dtype of the parameters (np.float32 or np.float64).
         rng: np.random.Generator the weights are drawn from; a fresh unseeded one if None.
