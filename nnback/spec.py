@@ -63,8 +63,8 @@ class Option:
         choices: the allowed values of a ``str`` option.
         size: more than 1 for a fixed-length list of numbers, each within the bounds.
         arg: the constructor keyword, when it differs from ``name``.
-        auto: the YAML may write ``auto`` (only on the last layer): the builder puts in
-            the output size the data and the loss need.
+        auto: a positive integer, or ``auto`` in the YAML (only on the last layer): the
+            builder puts in the output size the data and the loss need.
         unit: how the builder turns the YAML value into the argument: None (as is),
             ``"epochs"`` (a count of epochs -> steps, at least 1) or ``"per epoch"``
             (a factor per epoch -> the factor per step).
