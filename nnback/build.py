@@ -14,15 +14,10 @@ import numpy as np
 
 from nnback.errors import ConfigError
 from nnback.model import Sequential
-from nnback.registry import IMAGE_LAYERS, LAYER_ARGUMENTS, LAYERS, LOSSES, OPTIMIZERS
+from nnback.registry import LAYERS, LOSSES, OPTIMIZERS, SCHEDULES
 from nnback.schedules import make_schedule
 
-LOSS_TASK = {
-    "softmax_cross_entropy": "classification",
-    "hinge": "classification",
-    "bce_with_logits": "classification",
-    "mse": "regression",
-}
+EVAL_BATCH = 4096  # rows per forward pass when evaluating or predicting
 
 
 def output_units(exp, task: str, n_outputs: int, source: str) -> int:
@@ -32,9 +27,10 @@ def output_units(exp, task: str, n_outputs: int, source: str) -> int:
         ConfigError: the loss, or the early-stopping metric, does not fit the task.
     """
     loss = exp.loss.type
-    if LOSS_TASK[loss] != task:
+    spec = LOSSES[loss].spec
+    if spec.data_task != task:
         raise ConfigError(
-            f"{source}: loss: '{loss}' needs {LOSS_TASK[loss]} data, but data.source gives {task} targets"
+            f"{source}: loss: '{loss}' needs {spec.data_task} data, but data.source gives {task} targets"
         )
     stopping = exp.train.early_stopping
     if stopping is not None and stopping.metric == "val_accuracy" and task != "classification":
@@ -42,10 +38,10 @@ def output_units(exp, task: str, n_outputs: int, source: str) -> int:
             f"{source}: train.early_stopping.metric: 'val_accuracy' needs classification data; "
             f"use val_loss for {task}"
         )
-    if loss == "bce_with_logits":
+    if spec.task == "binary":
         if n_outputs != 2:
             raise ConfigError(
-                f"{source}: loss: 'bce_with_logits' needs exactly 2 classes, the data has {n_outputs}"
+                f"{source}: loss: '{loss}' needs exactly 2 classes, the data has {n_outputs}"
             )
         return 1
     return n_outputs
@@ -55,37 +51,39 @@ def build_model(exp, n_features: int, units_out: int, rng: np.random.Generator, 
                 image_shape=None) -> Sequential:
     """The configured network for rows of ``n_features`` inputs, parameters drawn from ``rng``.
 
+    The last layer's ``auto`` option (Linear's ``units``) becomes ``units_out``.
+
     Args:
-        image_shape: (C, H, W) of the images the rows hold, or None. A network with
-            image layers (``IMAGE_LAYERS``) takes the rows as images of this shape;
-            any other network takes them as flat rows.
+        image_shape: (C, H, W) of the images the rows hold, or None. A network with an
+            image layer (``spec.images``) takes the rows as images of this shape; any
+            other network takes them as flat rows.
 
     Raises:
         ConfigError: a layer that cannot take the shape reaching it, naming the layer
-            and the shapes; the last linear layer's units differ from ``units_out``.
+            and the shapes; the last layer's units differ from ``units_out``.
     """
-    specs = exp.model.layer_specs()
+    sections = exp.model.layer_specs()
     key = "model.layers" if exp.model.layers is not None else "model.mlp"
     dtype = np.dtype(exp.model.dtype)
-    images = next((i for i, spec in enumerate(specs) if spec.type in IMAGE_LAYERS), None)
+    images = next((i for i, s in enumerate(sections) if LAYERS[s.type].spec.images), None)
     if images is not None and image_shape is None:
         raise ConfigError(
-            f"{source}: {key}[{images}]: {specs[images].type} needs images, but the data rows have "
-            f"no image shape: give data.shape: [C, H, W] ({n_features} values per row)")
+            f"{source}: {key}[{images}]: {sections[images].type} needs images, but the data rows "
+            f"have no image shape: give data.shape: [C, H, W] ({n_features} values per row)")
     input_shape = tuple(image_shape) if images is not None else None
     layers, shape = [], input_shape or (n_features,)
-    last_linear = max(i for i, spec in enumerate(specs) if spec.type == "linear")
-    for i, spec in enumerate(specs):
-        kwargs = {LAYER_ARGUMENTS.get(k, k): v for k, v in spec.model_dump(exclude={"type"}).items()}
-        if spec.type == "linear":
-            units = kwargs.pop("units")
-            if i == last_linear and units not in ("auto", units_out):
+    for i, section in enumerate(sections):
+        cls = LAYERS[section.type]
+        kwargs = _arguments(cls.spec, section)
+        for option in (o for o in cls.spec.options if o.auto and i == len(sections) - 1):
+            value = kwargs[option.keyword]
+            if value not in ("auto", units_out):
                 raise ConfigError(
-                    f"{source}: {key}[{i}].units: is {units}, but the data and loss need {units_out} "
-                    f"outputs (write units: auto)"
+                    f"{source}: {key}[{i}].{option.name}: is {value}, but the data and loss need "
+                    f"{units_out} outputs (write {option.name}: auto)"
                 )
-            kwargs["out_features"] = units_out if units == "auto" else units
-        layer = _construct(LAYERS[spec.type], kwargs, shape, dtype, rng)
+            kwargs[option.keyword] = units_out
+        layer = _construct(cls, kwargs, shape, dtype, rng)
         try:
             shape = layer.output_shape(shape)
         except ValueError as exc:
@@ -101,6 +99,11 @@ def build_network(exp, data, rng: np.random.Generator, source: str) -> Sequentia
     return build_model(exp, data.n_features, units, rng, source, data.shape)
 
 
+def _arguments(spec, section) -> dict:
+    """The constructor keywords of a config section's options, values as configured."""
+    return {option.keyword: getattr(section, option.name) for option in spec.options}
+
+
 def _construct(cls, kwargs: dict, shape: tuple, dtype, rng):
     """``cls(**kwargs)`` with the input size (features or channels: ``shape[0]``), dtype
     and rng added where the class takes them."""
@@ -113,21 +116,30 @@ def _construct(cls, kwargs: dict, shape: tuple, dtype, rng):
 
 def build_loss(exp):
     """The configured loss object."""
-    return LOSSES[exp.loss.type](**exp.loss.model_dump(exclude={"type"}))
+    cls = LOSSES[exp.loss.type]
+    return cls(**_arguments(cls.spec, exp.loss))
 
 
 def loss_targets(exp, y: np.ndarray, dtype) -> np.ndarray:
     """Labels as the loss wants them: 0/1 floats of the model's dtype for binary
     cross-entropy, class indices or regression targets unchanged otherwise."""
-    return y.astype(dtype) if exp.loss.type == "bce_with_logits" else y
+    return y.astype(dtype) if LOSSES[exp.loss.type].spec.task == "binary" else y
+
+
+def predicted_classes(scores: np.ndarray) -> np.ndarray:
+    """Class indices from scores: argmax, or ``score > 0`` for one binary logit.
+
+    scores: (N, C) -> (N,) int64.
+    """
+    if scores.shape[1] == 1:
+        return (scores[:, 0] > 0).astype(np.int64)
+    return scores.argmax(axis=1)
 
 
 def build_optimizer(exp, model: Sequential):
     """The configured optimizer over ``model``'s parameters."""
-    spec = exp.optimizer.model_dump(exclude={"type"})
-    if spec.get("weight_decay", 0) is None:
-        del spec["weight_decay"]  # the optimizer's own default (adam 0, adamw 0.01)
-    return OPTIMIZERS[exp.optimizer.type](model.parameters(), **spec)
+    cls = OPTIMIZERS[exp.optimizer.type]
+    return cls(model.parameters(), **_arguments(cls.spec, exp.optimizer))
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
@@ -135,16 +147,21 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
 
 
 def build_schedule(exp, steps_in_epoch: int):
-    """``lr_at(step) -> float`` for the configured schedule, in optimizer steps."""
-    spec = exp.schedule.model_dump(exclude={"type", "warmup_epochs"})
-    for name in [k for k in spec if k.endswith("_epochs")]:
-        spec[name.removesuffix("_epochs") + "_size"] = max(1, round(spec.pop(name) * steps_in_epoch))
-    if exp.schedule.type == "exponential":
-        spec["gamma"] = spec["gamma"] ** (1.0 / steps_in_epoch)
+    """``lr_at(step) -> float`` for the configured schedule, in optimizer steps.
+
+    Options given in epochs become steps (at least 1), factors per epoch factors per step.
+    """
+    spec = SCHEDULES[exp.schedule.type].spec
+    kwargs = _arguments(spec, exp.schedule)
+    for option in spec.options:
+        if option.unit == "epochs":
+            kwargs[option.keyword] = max(1, round(kwargs[option.keyword] * steps_in_epoch))
+        elif option.unit == "per epoch":
+            kwargs[option.keyword] **= 1.0 / steps_in_epoch
     return make_schedule(
         exp.schedule.type,
         base_lr=exp.optimizer.lr,
         total_steps=exp.train.epochs * steps_in_epoch,
         warmup_steps=round(exp.schedule.warmup_epochs * steps_in_epoch),
-        **spec,
+        **kwargs,
     )

@@ -92,9 +92,9 @@ CASES = {
         put(train, "batch_size", 3.5), "train.batch_size: must be an integer (got 3.5)"),
     "unknown layer type": (
         put(layer(1), "type", "rellu"),
-        "model.layers[1].type: unknown value 'rellu' (did you mean 'relu'?); choose from linear, "
-        "relu, sigmoid, tanh, gelu, softplus, leaky_relu, dropout, batchnorm, layernorm, conv2d, "
-        "maxpool2d, avgpool2d, global_avgpool2d, flatten, batchnorm2d"),
+        "model.layers[1].type: unknown value 'rellu' (did you mean 'relu'?); choose from avgpool2d, "
+        "batchnorm, batchnorm2d, conv2d, dropout, flatten, gelu, global_avgpool2d, layernorm, "
+        "leaky_relu, linear, maxpool2d, relu, sigmoid, softplus, tanh"),
     "layer without type": (
         drop(layer(2), "type"), "model.layers[2]: missing 'type' (which kind of entry this is)"),
     "dropout p above 1": (put(layer(2), "p", 1.5), "model.layers[2].p: must be less than 1 (got 1.5)"),
@@ -116,7 +116,7 @@ CASES = {
     "unknown loss": (
         put(top, "loss", "crossentropy"),
         "loss: unknown value 'crossentropy' (did you mean 'softmax_cross_entropy'?); choose from "
-        "softmax_cross_entropy, mse, hinge, bce_with_logits"),
+        "bce_with_logits, hinge, mse, softmax_cross_entropy"),
     "regression loss on classes": (
         put(top, "loss", "mse"),
         "loss: 'mse' needs regression data, but data.source gives classification targets"),
@@ -128,8 +128,8 @@ CASES = {
         "schedule.warmup_epochs: must be less than train.epochs (3) (got 3)"),
     "unknown schedule": (
         put(top, "schedule", {"type": "cosin"}),
-        "schedule.type: unknown value 'cosin' (did you mean 'cosine'?); choose from constant, step, "
-        "exponential, cosine"),
+        "schedule.type: unknown value 'cosin' (did you mean 'cosine'?); choose from constant, cosine, "
+        "exponential, step"),
     "nesterov without momentum": (
         lambda cfg: optimizer(cfg).update(momentum=0.0, nesterov=True),
         "optimizer.nesterov: needs momentum > 0 and dampening 0"),
@@ -254,10 +254,12 @@ def test_missing_file(in_tmp):
 @pytest.mark.parametrize("override, message", [
     ("optimizer.lr", "--set optimizer.lr: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=0.01"),
     ("=3", "--set =3: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=0.01"),
-    ("optimizer..lr=1", "--set optimizer..lr=1: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=0.01"),
+    ("optimizer..lr=1",
+     "--set optimizer..lr=1: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=0.01"),
     ("optimizer.lr=abc", "cfg.yaml: optimizer.lr: must be a number (got 'abc')"),
     ("train.epochs=2.5", "cfg.yaml: train.epochs: must be an integer (got 2.5)"),
-    ("model.layers.7.units=3", "--set model.layers.7.units=3: model.layers.7: no list item 7 (the list has 4)"),
+    ("model.layers.7.units=3",
+     "--set model.layers.7.units=3: model.layers.7: no list item 7 (the list has 4)"),
     ("train.epochs=[1", "--set train.epochs: cannot parse value '[1': line 1, column 3: YAML syntax "
                         "error: expected ',' or ']', but got '<stream end>'"),
     ("name.first=1", "cfg.yaml: name: must be a string (got {'first': 1})"),
@@ -328,7 +330,8 @@ IMAGE_CASES = {
     "negative padding": (
         put(image_layer(0), "padding", -1), "cfg.yaml: model.layers[0].padding: must be at least 0 (got -1)"),
     "zero channels": (
-        put(image_layer(0), "channels", 0), "cfg.yaml: model.layers[0].channels: must be greater than 0 (got 0)"),
+        put(image_layer(0), "channels", 0),
+        "cfg.yaml: model.layers[0].channels: must be greater than 0 (got 0)"),
     "unknown conv option": (
         put(image_layer(0), "filters", 8),
         "cfg.yaml: model.layers[0].filters: unknown key 'filters'; valid keys: bias, channels, init, "

@@ -4,8 +4,21 @@ import numpy as np
 import pytest
 
 from nnback.gradcheck import check_layer, check_model
-from nnback.layers import (GELU, AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten,
-                           GlobalAvgPool2d, LeakyReLU, Linear, MaxPool2d, ReLU, Sigmoid, Tanh)
+from nnback.layers import (
+    GELU,
+    AvgPool2d,
+    BatchNorm2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2d,
+    LeakyReLU,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sigmoid,
+    Tanh,
+)
 from nnback.losses import SoftmaxCrossEntropy
 from nnback.model import Sequential
 from nnback.optim import SGD
@@ -103,7 +116,7 @@ def test_sequential_reshapes_rows_and_returns_dx_like_its_input():
 def test_kernels_live_in_the_packed_parameter_array():
     model = small_convnet(np.random.default_rng(5), np.float32)
     flat = model.layers[0].params["W"].base
-    for name, param, grad in model.parameters():
+    for name, param, _ in model.parameters():
         assert np.shares_memory(param, flat), name
     assert model.layers[0].params["W"].shape == (3, 2, 3, 3)
     assert model.layers[0].grads["W"].shape == (3, 2, 3, 3)
@@ -127,7 +140,7 @@ def test_training_steps_reuse_their_arrays():
     first = step(8)
     model.forward(rng.standard_normal((50, 60)), training=False)  # evaluation keeps nothing
     second = step(8)
-    assert all(a is b for a, b in zip(first, second))
+    assert all(a is b for a, b in zip(first, second, strict=True))
     assert step(5)[1] is not first[1]
 
 
@@ -245,7 +258,8 @@ def test_global_avgpool_agrees_with_pytorch():
 def test_batchnorm2d_agrees_with_pytorch():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(13)
-    ours, theirs = BatchNorm2d(3, momentum=0.2, dtype=np.float64), torch.nn.BatchNorm2d(3, momentum=0.2).double()
+    ours = BatchNorm2d(3, momentum=0.2, dtype=np.float64)
+    theirs = torch.nn.BatchNorm2d(3, momentum=0.2).double()
     ours.params["gamma"][...], ours.params["beta"][...] = rng.standard_normal(3), rng.standard_normal(3)
     with torch.no_grad():
         theirs.weight.copy_(torch.from_numpy(ours.params["gamma"]))

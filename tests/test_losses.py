@@ -11,9 +11,9 @@ SHAPES = [(1, 4), (3, 50), (64, 3), (7, 5)]
 
 def targets(loss, shape, rng):
     """Labels (classification) or values (regression, binary) for scores of ``shape``."""
-    if loss.kind == "classification":
+    if loss.spec.task == "classification":
         return rng.integers(0, shape[1], shape[0])
-    if loss.kind == "binary":
+    if loss.spec.task == "binary":
         return rng.integers(0, 2, shape).astype(np.float64)
     return rng.standard_normal(shape)
 
@@ -53,9 +53,9 @@ def test_float32_scores_give_float32_gradient(name):
     assert isinstance(value, float) and dscores.dtype == np.float32 and dscores.shape == (5, 3)
 
 
-def test_kinds():
-    assert SoftmaxCrossEntropy.kind == Hinge.kind == "classification"
-    assert MSE.kind == "regression" and BCEWithLogits.kind == "binary"
+def test_tasks():
+    assert SoftmaxCrossEntropy.spec.task == Hinge.spec.task == "classification"
+    assert MSE.spec.task == "regression" and BCEWithLogits.spec.task == "binary"
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
@@ -81,10 +81,10 @@ def test_label_smoothing_against_hand_formula():
     y = np.array([0, 2])
     e, c = 0.1, 3
     expected = 0.0
-    for row, label in zip(scores, y):
+    for row, label in zip(scores, y, strict=True):
         log_p = row - math.log(sum(math.exp(s) for s in row))
         target = [(1 - e) * (j == label) + e / c for j in range(c)]
-        expected -= sum(q * lp for q, lp in zip(target, log_p)) / 2
+        expected -= sum(q * lp for q, lp in zip(target, log_p, strict=True)) / 2
     value, dscores = SoftmaxCrossEntropy(label_smoothing=e)(scores, y)
     assert value == pytest.approx(expected, rel=1e-14)
     np.testing.assert_allclose(dscores.sum(axis=1), 0, atol=1e-15)

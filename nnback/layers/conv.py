@@ -6,6 +6,7 @@ from numpy.lib.stride_tricks import as_strided
 from nnback.init import INITIALIZERS
 from nnback.layers.base import Layer
 from nnback.layers.window import output_size, pair
+from nnback.spec import REQUIRED, Formulas, LayerSpec, Option
 
 
 class Conv2d(Layer):
@@ -57,16 +58,46 @@ class Conv2d(Layer):
         (32, 16, 8, 8)
     """
 
+    spec = LayerSpec(
+        name="conv2d", doc="2-D convolution of images (N, C, H, W).", images=True,
+        options=(
+            Option("channels", int, REQUIRED, "Output channels (filters); input channels come "
+                   "from the data.", gt=0, arg="out_channels"),
+            Option("kernel", int, REQUIRED, "Window size: 3 for 3x3, or [kh, kw].", ge=1,
+                   pair=True, arg="kernel_size"),
+            Option("stride", int, 1, "Step of the window: an int or [sh, sw].", ge=1, pair=True),
+            Option("padding", int, 0, "Zeros added on each side: an int or [ph, pw].", ge=0,
+                   pair=True),
+            Option("bias", bool, True, "Learn a bias per output channel."),
+            Option("init", str, "he_normal", "Weight initialisation (fans of the kernel); biases "
+                   "start at zero.", choices=tuple(INITIALIZERS)),
+        ),
+        formulas=Formulas(
+            forward=["cols = im2col(x): ({k}, N*{p}), column (n, row, col) = the zero-padded patch of x",
+                     "       under the {layer.kernel_size[0]}x{layer.kernel_size[1]} window at that "
+                     "position (padding {layer.padding[0]}x{layer.padding[1]}, stride "
+                     "{layer.stride[0]}x{layer.stride[1]})",
+                     "{spare}",
+                     "out = W.reshape({f}, {k}) @ cols{bias}   (one GEMM), stored as (N, {o})"],
+            passes=["dcols = W.reshape({f}, {k}).T @ dout_mat   (dout_mat = dout as ({f}, N*{p}))",
+                    "dx = col2im(dcols): each patch value added back to the pixel it came from,",
+                    "     one strided add per kernel offset: dx = dout ⋆ rot180(W), the full convolution"],
+            keeps=[("W", "dW = (dout_mat @ cols.T).reshape({w}) = sum over N of dout ⋆ x"),
+                   ("b", "db = sum over N, Ho, Wo of dout")],
+            caches=[("cols", "({k}, N*{p})")],
+        ),
+    )
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
                  init="he_normal", dtype=np.float32, rng=None):
         super().__init__()
-        if init not in INITIALIZERS:
-            raise ValueError(f"unknown init {init!r}; choose one of {sorted(INITIALIZERS)}")
+        self.spec.check(out_channels=out_channels, kernel_size=kernel_size, stride=stride,
+                        padding=padding, init=init)
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.kernel_size = pair(kernel_size, "kernel_size")
-        self.stride = pair(stride, "stride")
-        self.padding = pair(padding, "padding", minimum=0)
+        self.kernel_size = pair(kernel_size)
+        self.stride = pair(stride)
+        self.padding = pair(padding)
         self.init = init
         self.dtype = np.dtype(dtype)
         self.params["W"] = np.empty((out_channels, in_channels, *self.kernel_size), self.dtype)
@@ -148,6 +179,17 @@ class Conv2d(Layer):
         patch = self.params["W"][0].size
         ho, wg = _grid(out_size, in_shape[2] + 2 * self.padding[1], self.stride, self.out_channels, patch)
         return (patch, batch * ho * wg)
+
+    def formula_sizes(self, in_shape):
+        """For the formulas: K, the grid of window positions per image, F, W's shape and
+        a line on spare positions (see ``_Columns``)."""
+        patch, positions = self.columns_shape(in_shape, 1)
+        _, rows, width = self.output_shape(in_shape)
+        spare = positions // rows - width
+        note = (f"       ({spare} spare positions per row make each image's rows one run to copy; "
+                f"their outputs are dropped)") if spare else ""
+        return {"k": patch, "p": f"{rows}*{positions // rows}", "f": self.out_channels,
+                "w": self.params["W"].shape, "spare": note}
 
     def __repr__(self):
         def show(value):

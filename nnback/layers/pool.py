@@ -8,6 +8,19 @@ import numpy as np
 
 from nnback.layers.base import Layer
 from nnback.layers.window import image_size, offset_view, output_size, pair
+from nnback.spec import REQUIRED, Formulas, LayerSpec, Option
+
+
+def _pool_spec(name, doc, formulas):
+    return LayerSpec(
+        name=name, doc=doc, images=True, formulas=formulas,
+        options=(Option("kernel", int, REQUIRED, "Window size: 2 for 2x2, or [kh, kw].", ge=1,
+                        pair=True, arg="kernel_size"),
+                 Option("stride", int, None, "Step of the window; default: the kernel size.",
+                        ge=1, pair=True)))
+
+
+_WINDOW = "{layer.kernel_size[0]}x{layer.kernel_size[1]} window (stride {layer.stride[0]}x{layer.stride[1]})"
 
 
 class _WindowPool(Layer):
@@ -15,8 +28,9 @@ class _WindowPool(Layer):
 
     def __init__(self, kernel_size, stride=None):
         super().__init__()
-        self.kernel_size = pair(kernel_size, "kernel_size")
-        self.stride = self.kernel_size if stride is None else pair(stride, "stride")
+        self.spec.check(kernel_size=kernel_size, **({} if stride is None else {"stride": stride}))
+        self.kernel_size = pair(kernel_size)
+        self.stride = self.kernel_size if stride is None else pair(stride)
 
     def output_shape(self, in_shape):
         """(C, Ho, Wo) for (C, H, W), Ho = (H - kh) // sh + 1; ValueError if the window
@@ -45,12 +59,12 @@ class _WindowPool(Layer):
         get 0.
         """
         size, views = self._offsets(dx)
-        disjoint = all(s >= k for s, k in zip(self.stride, self.kernel_size))
+        disjoint = all(s >= k for s, k in zip(self.stride, self.kernel_size, strict=True))
         tiled = self.stride == self.kernel_size and dx.shape[2:] == tuple(
-            n * k for n, k in zip(size, self.kernel_size))
+            n * k for n, k in zip(size, self.kernel_size, strict=True))
         if not tiled:
             dx.fill(0)
-        for view, part in zip(views, parts):
+        for view, part in zip(views, parts, strict=True):
             if disjoint:
                 np.multiply(*part, out=view)
             else:
@@ -82,6 +96,11 @@ class MaxPool2d(_WindowPool):
     Attributes:
         params, grads, buffers: empty.
     """
+
+    spec = _pool_spec("maxpool2d", "Maximum of each window, per channel.", Formulas(
+        forward=["out = maximum of each " + _WINDOW],
+        passes=["dx = dout at the first maximum of each window (row-major order, as PyTorch), 0 elsewhere"],
+        caches=[("x", "(N, {i})"), ("out", "(N, {o})")]))
 
     def forward(self, x, training=True, out=None):
         _, views = self._offsets(x)
@@ -124,6 +143,11 @@ class AvgPool2d(_WindowPool):
         params, grads, buffers: empty.
     """
 
+    spec = _pool_spec("avgpool2d", "Mean of each window, per channel.", Formulas(
+        forward=["out = mean of each " + _WINDOW],
+        passes=["dx = dout / (kh * kw) added to every input of its window"],
+        caches=[("the input shape", "(N, {i})")]))
+
     def forward(self, x, training=True, out=None):
         _, views = self._offsets(x)
         out = self._first_view(views, out)
@@ -153,6 +177,13 @@ class GlobalAvgPool2d(Layer):
     Attributes:
         params, grads, buffers: empty.
     """
+
+    spec = LayerSpec(
+        name="global_avgpool2d", doc="Mean of each channel over its pixels: (N, C, H, W) -> (N, C).",
+        images=True, formulas=Formulas(
+            forward=["out = mean of each channel over its H*W pixels"],
+            passes=["dx = dout / (H*W) on every pixel of its channel"],
+            caches=[("the input shape", "(N, {i})")]))
 
     def forward(self, x, training=True, out=None):
         self._cache = x.shape

@@ -3,6 +3,7 @@
 import math
 
 from nnback.layers.base import Layer
+from nnback.spec import Formulas, LayerSpec
 
 
 class Flatten(Layer):
@@ -14,6 +15,11 @@ class Flatten(Layer):
     Attributes:
         params, grads, buffers: empty.
     """
+
+    spec = LayerSpec(
+        name="flatten", doc="Images (N, C, H, W) to rows (N, C*H*W) for linear layers.", images=True,
+        formulas=Formulas(forward=["out = x.reshape(N, {o})"], passes=["dx = dout.reshape(N, {i})"],
+                          caches=[("the input shape", "(N, {i})")]))
 
     def forward(self, x, training=True, out=None):
         self._cache = x.shape

@@ -7,13 +7,9 @@ each offset is one vectorised operation.
 """
 
 
-def pair(value, name, minimum=1):
-    """``value`` as a pair of ints >= minimum: 3 -> (3, 3), (3, 5) -> (3, 5)."""
-    if isinstance(value, int):
-        value = (value, value)
-    if len(value) != 2 or not all(isinstance(v, int) and v >= minimum for v in value):
-        raise ValueError(f"{name} must be an int or a pair of ints >= {minimum}, got {value!r}")
-    return tuple(value)
+def pair(value):
+    """A size as (height, width): 3 -> (3, 3), [3, 5] -> (3, 5)."""
+    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 def output_size(layer, in_shape, kernel, stride, padding=(0, 0)):
@@ -28,7 +24,7 @@ def output_size(layer, in_shape, kernel, stride, padding=(0, 0)):
         pad = f" (padding {padding[0]}x{padding[1]})" if any(padding) else ""
         raise ValueError(f"{layer!r}: the {kernel[0]}x{kernel[1]} window is larger than its "
                          f"input {padded[0]}x{padded[1]}{pad}; input (N, {', '.join(map(str, in_shape))})")
-    return tuple((p - k) // s + 1 for p, k, s in zip(padded, kernel, stride))
+    return tuple((p - k) // s + 1 for p, k, s in zip(padded, kernel, stride, strict=True))
 
 
 def image_size(layer, in_shape):

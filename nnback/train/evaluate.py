@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-EVAL_BATCH = 4096
+from nnback.build import EVAL_BATCH, predicted_classes
+
+# The metrics ``evaluate`` returns, and whether a larger value is better.
+HIGHER_IS_BETTER = {"loss": False, "accuracy": True}
 
 
-def predicted_classes(scores: np.ndarray) -> np.ndarray:
-    """Class indices from scores: argmax, or ``score > 0`` for one binary logit.
-
-    scores: (N, C) -> (N,) int64.
-    """
-    if scores.shape[1] == 1:
-        return (scores[:, 0] > 0).astype(np.int64)
-    return scores.argmax(axis=1)
+def higher_is_better(name: str) -> bool:
+    """Whether larger values of a metric are better, by its last word: ``val_accuracy``,
+    ``best_val_loss``, ``test_accuracy``. False for a name that is no metric (``epochs``)."""
+    return HIGHER_IS_BETTER.get(name.rsplit("_", 1)[-1], False)
 
 
 def evaluate(model, loss_fn, split, classification: bool, batch_size: int = EVAL_BATCH) -> dict:

@@ -109,6 +109,9 @@ class PreprocessConfig(_Strict):
         return self
 
 
+_Size = Annotated[int, Field(ge=1)]
+
+
 class _DataBase(_Strict):
     split: SplitConfig = Field(
         default_factory=SplitConfig,
@@ -123,7 +126,7 @@ class _DataBase(_Strict):
         description="Seed for generating and splitting the data; default: the "
                     "experiment seed. Fix it to keep the data while varying the model seed.",
     )
-    shape: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] | None = Field(
+    shape: tuple[_Size, _Size, _Size] | None = Field(
         None,
         description="Image shape [C, H, W] of each row's features (C * H * W of them, in "
                     "C order), e.g. [1, 8, 8]; image files (IDX, multi-dimensional arrays) carry theirs.",
@@ -235,7 +238,7 @@ class FilePair(_Strict):
     y: str = Field(description="File of the labels (N,) or regression targets (N, T).")
 
 
-FileRef = Union[str, FilePair]
+FileRef = str | FilePair
 
 
 def file_format(ref: FileRef, declared: str = "auto") -> str:
@@ -346,7 +349,8 @@ def _variant(value: Any) -> str:
 
 
 DataConfig = Annotated[
-    Union[tuple(Annotated[model, Tag(tag)] for tag, model in DATA_VARIANTS.items())],
+    # a union built from a tuple has no `|` spelling
+    Union[tuple(Annotated[model, Tag(tag)] for tag, model in DATA_VARIANTS.items())],  # noqa: UP007
     Discriminator(_variant),
 ]
 """The ``data:`` section: one of the DATA_VARIANTS models, chosen by ``source``."""

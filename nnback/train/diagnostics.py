@@ -18,11 +18,14 @@ Definitions (all on the mini-batch of the recorded step; norms are Frobenius nor
   Around 1e-3 is the usual healthy value. ``matrix`` marks weight matrices and
   convolution kernels (2-D and 4-D), the only parameters whose ratio is checked for warnings.
 - ``dx_norm``: ||dL/dx||, the gradient a layer passes back to its input, (N, D_in).
-- ``mean``, ``std``: of an activation layer's output over the batch and units.
-- ``dead`` (ReLU): fraction of units that output 0 for every sample of the batch; on
-  feature maps (N, C, H, W) a unit is a channel, dead when 0 at every pixel of every sample.
-- ``saturated``: fraction of outputs in the flat tails, where the local gradient is
-  below 0.01: sigmoid outside [0.01, 0.99], tanh with |out| > 0.99.
+- ``mean``, ``std``: of an activation layer's output (its spec's role is
+  ``"activation"``) over the batch and units.
+- ``dead`` (layers whose spec says ``can_die``: ReLU): fraction of units that output 0
+  for every sample of the batch; on feature maps (N, C, H, W) a unit is a channel,
+  dead when 0 at every pixel of every sample.
+- ``saturated``: fraction of outputs in the flat tails, outside the range the layer's
+  spec declares (``saturated_outside``): sigmoid outside [0.01, 0.99], tanh outside
+  [-0.99, 0.99].
 - ``depth_ratio``: dx_norm of layer 1 (the gradient reaching the first layer's output)
   over dx_norm of the last layer; far below 1 the gradient vanishes through depth, far
   above it explodes. Present for networks of 3 layers or more.
@@ -40,8 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-ACTIVATIONS = ("ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softplus")
-SATURATION = 0.99  # |tanh| above, or sigmoid outside [1 - SATURATION, SATURATION]
+from nnback.optim import grad_norm
+
 HEALTHY_RATIO = 1e-3
 
 
@@ -184,8 +187,7 @@ class ProblemTracker:
 
 def norm(a: np.ndarray) -> float:
     """Frobenius norm of ``a`` (any shape), as a Python float."""
-    flat = a.ravel()
-    return math.sqrt(float(np.dot(flat, flat)))
+    return grad_norm([a])
 
 
 def _num(value: float) -> float | None:
@@ -199,20 +201,19 @@ def activation_stats(layer, out: np.ndarray) -> dict:
     other layers.
 
     Returns:
-        ``mean`` and ``std``; plus ``dead`` for ReLU and ``saturated`` for Sigmoid/Tanh.
+        ``mean`` and ``std``; plus ``dead`` for a layer that can die (ReLU) and
+        ``saturated`` for one that saturates (Sigmoid, Tanh), as its spec says.
     """
-    kind = type(layer).__name__
-    if kind not in ACTIVATIONS:
+    spec = getattr(type(layer), "spec", None)
+    if spec is None or spec.role != "activation":
         return {}
     stats = {"mean": _num(out.mean()), "std": _num(out.std())}
-    if kind == "ReLU":
+    if spec.can_die:
         units = out.reshape(len(out), out.shape[1], -1)  # a feature, or a channel's pixels
         stats["dead"] = _num(1 - np.count_nonzero(units.any(axis=(0, 2))) / out.shape[1])
-    elif kind == "Sigmoid":
-        flat = np.count_nonzero((out < 1 - SATURATION) | (out > SATURATION))
-        stats["saturated"] = _num(flat / out.size)
-    elif kind == "Tanh":
-        stats["saturated"] = _num(np.count_nonzero(np.abs(out) > SATURATION) / out.size)
+    if spec.saturated_outside is not None:
+        low, high = spec.saturated_outside
+        stats["saturated"] = _num(np.count_nonzero((out < low) | (out > high)) / out.size)
     return stats
 
 
@@ -226,7 +227,7 @@ def layer_stats(model, trace_f: list, trace_b: list) -> list[dict]:
     """
     n = len(model.layers)
     rows = []
-    for i, (layer, out) in enumerate(zip(model.layers, trace_f)):
+    for i, (layer, out) in enumerate(zip(model.layers, trace_f, strict=True)):
         row = {"layer": i, "type": type(layer).__name__, "dx_norm": _num(norm(trace_b[n - 1 - i]))}
         row.update(activation_stats(layer, out))
         rows.append(row)
@@ -280,7 +281,7 @@ class DiagnosticsRecorder:
 
     def __init__(self, path: str | Path, every: int = 100, warn: Callable[[str], None] | None = None,
                  thresholds: Thresholds = Thresholds()):
-        from nnback.train.jsonl import JsonlWriter
+        from nnback.runfolder.jsonl import JsonlWriter
 
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
