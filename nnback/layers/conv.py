@@ -17,8 +17,8 @@ class Conv2d(Layer):
     - forward: ``cols = im2col(x)``, (K, N * P), one column per output pixel holding
       the (zero-padded) input patch under the window there; then one GEMM
       ``out = W.reshape(F, K) @ cols + b``, (F, N * P), stored as (N, F, Ho, Wo).
-      (With stride 1 the matrices have kw - 1 more columns per output row, which
-      makes im2col copy long runs; see ``_Columns``.)
+      (With stride 1 and F < K the matrices have kw - 1 more columns per output
+      row, which makes im2col copy long runs; see ``_Columns``.)
     - backward, with ``dmat`` = dout as an (F, N * P) matrix:
       ``dW = dmat @ cols.T`` (the sum over the batch of dout correlated with x),
       ``db`` = dmat summed over its columns, and ``dcols = W.reshape(F, K).T @ dmat``,
