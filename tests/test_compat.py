@@ -1,4 +1,4 @@
-"""Files written by an earlier nnback still work.
+"""Files written by an earlier nnback still work, and files of a newer format are refused.
 
 ``tests/data/runs-d3af66a`` holds two runs written by nnback 0.1.0 at commit d3af66a
 (before the run-folder code moved to ``nnback/runfolder/``), each stopped part-way by
@@ -20,7 +20,16 @@ import nnback
 from nnback.cli import app
 from nnback.commands.evaluate import eval_saved
 from nnback.commands.predict import predict_file
-from nnback.runfolder.checkpoint import META_KEY
+from nnback.errors import CheckpointError
+from nnback.runfolder.atomic import atomic_save_npz
+from nnback.runfolder.checkpoint import (
+    FORMAT_VERSION,
+    META_KEY,
+    VERSION_KEY,
+    CheckpointStore,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 OLD = Path(__file__).parent / "data" / "runs-d3af66a"
 RUNS = ("adam-bn", "sgd")
@@ -36,6 +45,12 @@ def npz_arrays(path: Path) -> dict:
     """Every array of an .npz file but its metadata."""
     with np.load(path, allow_pickle=False) as npz:
         return {name: npz[name] for name in npz.files if name != META_KEY}
+
+
+def raw_meta(path: Path) -> dict:
+    """The metadata of a checkpoint as stored, format version and checksum included."""
+    with np.load(path, allow_pickle=False) as npz:
+        return json.loads(npz[META_KEY].item())
 
 
 def metrics(run: Path) -> list[dict]:
@@ -61,6 +76,9 @@ def test_the_old_runs_stopped_part_way_into_an_epoch(run):
     assert summary["versions"]["nnback"] == "0.1.0"
     assert 0 < summary["epochs"] < config["train"]["epochs"]
     assert summary["steps"] % STEPS_PER_EPOCH != 0  # inside an epoch: the position is resumed too
+    for checkpoint in (OLD / run / "stopped" / "checkpoints").iterdir():
+        assert VERSION_KEY not in raw_meta(checkpoint)
+    assert VERSION_KEY not in raw_meta(OLD / run / "resumed" / "model.npz")
 
 
 def test_the_old_adam_config_holds_a_null_weight_decay_and_batchnorm_statistics():
@@ -134,3 +152,56 @@ def test_resume_ends_where_the_old_version_ended(run, config, tmp_path):
     summaries = [json.loads((folder / "summary.json").read_text()) for folder in (resumed, expected)]
     for key in ("status", "epochs", "steps", "best_epoch", "best", "final"):
         assert summaries[0][key] == summaries[1][key], key
+
+
+# --- format versions ------------------------------------------------------------------------
+
+
+def with_meta(source: Path, target: Path, **changes) -> Path:
+    """Copy a checkpoint with keys of its stored metadata changed (the checksum covers
+    the arrays only, so the copy still verifies)."""
+    meta = {**raw_meta(source), **changes}
+    atomic_save_npz(target, {**npz_arrays(source), META_KEY: np.array(json.dumps(meta))})
+    return target
+
+
+def test_new_files_record_their_format_version_and_old_files_read_as_version_1(tmp_path):
+    arrays, meta = load_checkpoint(OLD / "sgd" / "stopped" / "checkpoints" / "last.npz")
+    save_checkpoint(tmp_path / "c.npz", arrays, meta)
+    assert raw_meta(tmp_path / "c.npz")[VERSION_KEY] == FORMAT_VERSION == 1
+    assert load_checkpoint(tmp_path / "c.npz")[1] == meta
+    with pytest.raises(ValueError, match="'format_version' is reserved"):
+        save_checkpoint(tmp_path / "d.npz", arrays, {**meta, VERSION_KEY: 1})
+
+
+def test_a_newer_format_version_is_refused_in_one_line(tmp_path):
+    newer = with_meta(OLD / "sgd" / "resumed" / "model.npz", tmp_path / "model.npz",
+                      **{VERSION_KEY: FORMAT_VERSION + 1})
+    message = (f"{newer}: written by a newer nnback (format version {FORMAT_VERSION + 1}; "
+               f"this version reads up to {FORMAT_VERSION}): upgrade nnback to use it")
+    with pytest.raises(CheckpointError) as caught:
+        nnback.load(newer)
+    assert str(caught.value) == message
+    for command in (["predict", newer, INPUTS], ["eval", newer]):
+        result = invoke(*command)
+        assert (result.exit_code, result.stderr) == (2, f"error: {message}\n")
+
+
+@pytest.mark.parametrize("version", ["2", 0, True, None])
+def test_an_invalid_format_version_is_a_damaged_file(tmp_path, version):
+    bad = with_meta(OLD / "sgd" / "resumed" / "model.npz", tmp_path / "model.npz", **{VERSION_KEY: version})
+    with pytest.raises(CheckpointError, match=f"{bad}: invalid 'format_version' .* \\(file corrupted\\)"):
+        load_checkpoint(bad)
+
+
+def test_resume_refuses_a_newer_checkpoint_rather_than_fall_back_to_an_older_one(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(OLD / "sgd" / "stopped", run)
+    last = run / "checkpoints" / "last.npz"
+    older = shutil.copy(last, CheckpointStore(run).step_path(1000))
+    with_meta(older, last, **{VERSION_KEY: FORMAT_VERSION + 1})
+    before = {path.name: path.read_bytes() for path in (run / "checkpoints").iterdir()}
+    result = invoke("train", run / "config.yaml", "--out", run, "--resume")
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and f"{last}: written by a newer nnback" in result.stderr
+    assert {path.name: path.read_bytes() for path in (run / "checkpoints").iterdir()} == before
