@@ -2,9 +2,9 @@
 
 Runs are compared within their experiment (the config's ``name``): the table has a block
 per experiment with only the settings in which its runs differ, values shortened, and
-plot legends name the same settings. A run folder is any folder holding ``config.yaml``; ``summary.json``, ``metrics.jsonl``
-and ``diagnostics.jsonl`` are read when present (a run still going, or killed, has no
-summary yet and shows the status ``incomplete``).
+plot legends name the same settings. A run folder is any folder holding ``config.yaml``;
+``summary.json``, ``metrics.jsonl`` and ``diagnostics.jsonl`` are read when present (a
+run still going, or killed, has no summary yet and shows the status ``incomplete``).
 """
 
 from __future__ import annotations
