@@ -15,9 +15,17 @@ from pathlib import Path
 
 import typer
 
+
+def examples(*lines: str) -> str:
+    """A command's help epilog: the example command lines, kept as written."""
+    return "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
+
+
 app = typer.Typer(
     name="nnback",
     help="Train neural networks described in YAML experiment files, with exact backpropagation.",
+    epilog=examples("nnback init experiment.yaml", "nnback train experiment.yaml", "nnback runs",
+                    "nnback schema optimizer"),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -53,11 +61,6 @@ class SplitName(str, Enum):
     train = "train"
     val = "val"
     test = "test"
-
-
-def examples(*lines: str) -> str:
-    """A command's help epilog: the example command lines, kept as written."""
-    return "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def user_errors(command):

@@ -65,17 +65,17 @@ def test_help(command, options):
         assert option in result.stdout
 
 
-COMMANDS = [["train"], ["validate"], ["eval"], ["predict"], ["gradcheck"], ["runs"], ["plot"],
+COMMANDS = [[], ["train"], ["validate"], ["eval"], ["predict"], ["gradcheck"], ["runs"], ["plot"],
             ["diagnose"], ["explain"], ["schema"], ["init"], ["data", "fetch"]]
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "nnback")
 def test_help_shows_examples_and_flags_without_a_type(command):
     text = invoke(*command, "--help").stdout
     assert "<bool>" not in text
     examples = text[text.index("Examples:"):].splitlines()[1:]
     lines = [line.strip() for line in examples if line.strip()]
-    assert lines and all(line.startswith(f"nnback {' '.join(command)}") for line in lines)
+    assert lines and all(line.startswith(" ".join(["nnback", *command])) for line in lines)
 
 
 def test_data_help_names_only_what_it_does():
