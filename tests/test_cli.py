@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
 import yaml
 from typer.testing import CliRunner
 
@@ -65,8 +66,16 @@ def test_help(command, options):
         assert option in result.stdout
 
 
-COMMANDS = [[], ["train"], ["validate"], ["eval"], ["predict"], ["gradcheck"], ["runs"], ["plot"],
-            ["diagnose"], ["explain"], ["schema"], ["init"], ["data", "fetch"]]
+def command_paths(group, prefix=()) -> list[list[str]]:
+    """Every command below ``group`` as its words, e.g. ["data", "fetch"]."""
+    paths = []
+    for name, command in group.commands.items():
+        words = [*prefix, name]
+        paths += command_paths(command, words) if hasattr(command, "commands") else [words]
+    return paths
+
+
+COMMANDS = [[], *command_paths(typer.main.get_command(app))]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "nnback")
