@@ -50,7 +50,7 @@ def tiny(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("command, options", [
     ([], ["train", "validate", "eval", "predict", "gradcheck", "runs", "plot", "diagnose", "explain",
-          "schema", "init", "data"]),
+          "schema", "init", "sweep", "data"]),
     (["train"], ["--set", "--out", "--resume", "--force", "--max-time", "--skip-if-done", "--quiet",
                  "--log-format"]),
     (["validate"], ["CONFIG", "--set"]),
@@ -58,6 +58,8 @@ def tiny(tmp_path, monkeypatch):
     (["predict"], ["RUN", "INPUT", "--out"]),
     (["gradcheck"], ["CONFIG", "--set", "--batch", "--threshold"]),
     (["data", "fetch"], ["NAME", "--dir"]),
+    (["sweep"], ["SWEEP", "--workers", "--scheduler", "--out", "--set", "--max-trials", "--max-time",
+                 "--retry-failed", "--fail-fast", "--force", "--dry-run"]),
 ])
 def test_help(command, options):
     result = invoke(*command, "--help")

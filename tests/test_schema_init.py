@@ -53,7 +53,7 @@ def test_schema_shows_type_default_bounds_and_description():
     text = result.stdout
     assert rows_of(text, "experiment file")["seed"] == [
         "int", "0", ">= 0", "Seeds data splits, initialisation, shuffling and dropout."]
-    assert rows_of(text, "optimizer (type: adam, adamw)")["betas"][:2] == [
+    assert rows_of(text, "optimizer (type: adam)")["betas"][:2] == [
         "[float (>= 0, < 1), float (>= 0, < 1)]", "[0.9, 0.999]"]
     spiral = rows_of(text, "data (source: spiral)")
     assert spiral["noise"][:3] == ["float", "0.2", ">= 0"]
@@ -66,15 +66,16 @@ def test_schema_shows_type_default_bounds_and_description():
 
 
 @pytest.mark.parametrize("section, titles", [
-    ("optimizer", ["optimizer (type: sgd)", "optimizer (type: adam, adamw)", "optimizer (type: rmsprop)"]),
-    ("optimizer.adamw", ["optimizer (type: adam, adamw)"]),
+    ("optimizer", ["optimizer (type: adam)", "optimizer (type: adamw)", "optimizer (type: rmsprop)",
+                   "optimizer (type: sgd)"]),
+    ("optimizer.adamw", ["optimizer (type: adamw)"]),
     ("data.spiral", ["data (source: spiral)"]),
     ("train.checkpoint", ["train.checkpoint (optional)"]),
 ])
 def test_schema_of_one_section(section, titles):
     result = invoke("schema", section)
     assert result.exit_code == 0, result.output
-    heads = [block.splitlines()[0] for block in result.stdout.split("\n\n")]
+    heads = sorted(block.splitlines()[0] for block in result.stdout.split("\n\n"))
     assert len(heads) == len(titles)
     assert all(head.startswith(title + ":") for head, title in zip(heads, titles, strict=True)), heads
 

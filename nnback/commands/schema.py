@@ -116,12 +116,18 @@ def _is_list(annotation) -> bool:
     return any(get_origin(m) is list for m in _members(annotation))
 
 
-def _tag_values(model: type[BaseModel]) -> list[str]:
-    """The values of the model's own tag: its first required ``Literal`` field."""
-    for field in model.model_fields.values():
+def _tag_field(model: type[BaseModel]) -> str | None:
+    """The model's own tag (``type``, ``source``): its first required ``Literal`` field."""
+    for name, field in model.model_fields.items():
         if get_origin(field.annotation) is Literal and field.is_required():
-            return [str(v) for v in get_args(field.annotation)]
-    return []
+            return name
+    return None
+
+
+def _tag_values(model: type[BaseModel]) -> list[str]:
+    """The values the model's tag field accepts."""
+    tag = _tag_field(model)
+    return [str(v) for v in get_args(model.model_fields[tag].annotation)] if tag else []
 
 
 def _yaml(value) -> str:
@@ -169,8 +175,8 @@ def sections(model: type[BaseModel], path: str = "", title: str = "experiment fi
     seen.add((path, model))
     own = SchemaSection(names or [path], title, description, [])
     below: list[SchemaSection] = []
-    tag_first = sorted(model.model_fields.items(), key=lambda item: bool(_tag_values(model))
-                       and get_origin(item[1].annotation) is not Literal)
+    tag = _tag_field(model)
+    tag_first = sorted(model.model_fields.items(), key=lambda item: item[0] != tag)
     for name, field in tag_first:
         key = f"{path}.{name}" if path else name
         found = _models(field.annotation)
@@ -184,8 +190,7 @@ def sections(model: type[BaseModel], path: str = "", title: str = "experiment fi
             tags = [tag] if tag else _tag_values(sub)
             if several:
                 label = f"{key}{listed} ({'source' if tag else 'type'}: {', '.join(tags)})"
-                text = _doc(sub) or next((f.description for f in sub.model_fields.values()
-                                          if get_origin(f.annotation) is Literal and f.is_required()), "")
+                text = _doc(sub) or (sub.model_fields[_tag_field(sub)].description if _tag_field(sub) else "")
                 below += sections(sub, key, label, text, [key] + [f"{key}.{t}" for t in tags], seen)
             else:
                 below += sections(sub, key, key + listed + optional, field.description or _doc(sub),
