@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import math
+import os
 import textwrap
 from pathlib import Path
 
-from nnback.diagnostics import HEALTHY_RATIO, ProblemTracker, Thresholds
+from nnback.diagnostics import (
+    HEALTHY_RATIO,
+    LAYER_METRICS,
+    PARAM_METRICS,
+    ProblemTracker,
+    Thresholds,
+    read_records,
+)
 from nnback.errors import NnbackError
 from nnback.runs import format_table
-
-PARAM_METRICS = ("weight_norm", "grad_norm", "update_ratio")
-LAYER_METRICS = ("dx_norm", "mean", "std", "dead", "saturated")
 
 
 def _ratio_distance(value: float) -> float:
@@ -143,13 +148,11 @@ def diagnose_run(run_dir: str | Path, thresholds: Thresholds = Thresholds()) -> 
     Raises:
         NnbackError: no ``diagnostics.jsonl`` in ``run_dir``, or it holds no records.
     """
-    from nnback.train.jsonl import read_jsonl
-
     path = Path(run_dir) / "diagnostics.jsonl"
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise NnbackError(f"{run_dir}: no diagnostics.jsonl; add 'diagnostics: {{every: 100}}' "
                           f"under train: in the config and train again")
-    records = read_jsonl(path)
+    records = read_records(path)
     if not records:
         raise NnbackError(f"{path}: no records yet")
     steps = [r["step"] for r in records]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 
+import numpy as np
 from pydantic import ValidationError
 
 from nnback.build import loss_targets
@@ -43,7 +45,11 @@ def eval_saved(path: str | Path, split: str = "test", data_file: str | Path | No
         part = _labelled_file(predictor, Path(data_file))
         name = "data"
     part.y = loss_targets(predictor.exp, part.y, predictor.model.dtype)
-    metrics = evaluate(predictor.model, predictor.loss_fn, part, classification)
+    with np.errstate(over="ignore", invalid="ignore"):  # a non-finite loss is reported below
+        metrics = evaluate(predictor.model, predictor.loss_fn, part, classification)
+    if not math.isfinite(metrics["loss"]):
+        raise DataError(f"{data_file or path}: the loss on the {name} rows is {metrics['loss']}: "
+                        "some inputs are far outside the range the model was trained on")
     out = {f"{name}_{k}": v for k, v in metrics.items()}
     out["samples"] = len(part)
     return out
@@ -74,21 +80,23 @@ def predict_file(path: str | Path, inputs: str | Path, out: str | Path | None = 
     """
     predictor = load(path)
     X = read_inputs(Path(inputs), predictor.data, predictor.preprocessor)
+    try:
+        values = predictor.predict(X, preprocessed=True)
+        probabilistic = predictor.data.task == "classification" and predictor.probabilistic
+        proba = predictor.predict_proba(X, preprocessed=True) if probabilistic else None
+    except DataError as exc:
+        raise DataError(f"{inputs}: {exc}") from None
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     if predictor.data.task == "classification":
-        labels = predictor.predict(X, preprocessed=True)
-        probabilistic = predictor.probabilistic
         header = ["prediction"]
         if probabilistic:
-            proba = predictor.predict_proba(X, preprocessed=True)
             header += [f"p_{c}" for c in predictor.classes]
         writer.writerow(header)
-        for i, label in enumerate(labels):
+        for i, label in enumerate(values):
             row = [label] + ([f"{p:.6g}" for p in proba[i]] if probabilistic else [])
             writer.writerow(row)
     else:
-        values = predictor.predict(X, preprocessed=True)
         writer.writerow([f"prediction_{j}" for j in range(values.shape[1])] if values.shape[1] > 1
                         else ["prediction"])
         writer.writerows([[f"{v:.6g}" for v in row] for row in values])

@@ -11,13 +11,18 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 import math
+import os
 import re
 from pathlib import Path
 
 from nnback.config.diff import differing_keys, flatten
 from nnback.config.loader import read_yaml
 from nnback.errors import NnbackError
+from nnback.untrusted import is_int, is_number, read_limited
+
+logger = logging.getLogger(__name__)
 
 STATUSES = ("completed", "early_stopped", "interrupted", "time_limit", "diverged", "failed",
             "incomplete")
@@ -51,31 +56,67 @@ class Run:
         return str(self.summary.get("status", "incomplete"))
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+MAX_SUMMARY_BYTES = 1 << 20
+# Types of the summary.json fields this module reads; others are shown as they are.
+SUMMARY_FIELDS = {"name": str, "status": str, "best": dict, "final": dict, "epochs": int,
+                  "wall_seconds": (int, float)}
+
+
+def _read_summary(path: Path) -> dict:
+    """``summary.json``, its fields checked; {} when the run has none yet.
+
+    Raises:
+        NnbackError: not a regular file, too large, not JSON, or a field of the wrong type.
+    """
+    if not os.path.lexists(path):
         return {}
-    except (OSError, ValueError) as exc:
-        raise NnbackError(f"{path}: cannot read: {exc}") from None
-    return value if isinstance(value, dict) else {}
+    data = read_limited(path, str(path), MAX_SUMMARY_BYTES, "a summary.json", NnbackError)
+    try:
+        summary = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise NnbackError(f"{path}: not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(summary, dict):
+        raise NnbackError(f"{path}: not a JSON object")
+    for key, kind in SUMMARY_FIELDS.items():
+        value = summary.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise NnbackError(f"{path}: '{key}' is a {type(value).__name__}, not a summary's")
+    status, seconds = summary.get("status"), summary.get("wall_seconds")
+    if status is not None and status not in STATUSES:
+        raise NnbackError(f"{path}: unknown status {status[:40]!r}")
+    if seconds is not None and not (math.isfinite(seconds) and seconds >= 0):
+        raise NnbackError(f"{path}: 'wall_seconds' is {seconds}")
+    return summary
+
+
+def _metric_records(path: Path) -> list[dict]:
+    """The records of ``metrics.jsonl``: those with integer ``epoch``/``step`` and only
+    finite numbers (or null) as values; others are left out with a warning."""
+    from nnback.train.jsonl import read_jsonl
+
+    records = read_jsonl(path, missing_ok=True)
+    kept = [r for r in records if all(r.get(k) is None or is_int(r[k]) for k in ("epoch", "step"))
+            and all(v is None or is_number(v) for v in r.values())]
+    if len(kept) < len(records):
+        logger.warning("warning: %s: %d records not in the metrics format left out", path,
+                       len(records) - len(kept))
+    return kept
 
 
 def load_run(path: str | Path) -> Run:
     """Read the run folder ``path``.
 
     Raises:
-        NnbackError: not a run folder (no ``config.yaml``), or an unreadable file.
+        NnbackError: not a run folder (no ``config.yaml``), or an unreadable or
+            malformed file.
     """
-    from nnback.train.jsonl import read_jsonl
-
     path = Path(path)
     config_path = path / "config.yaml"
     if not config_path.is_file():
         raise NnbackError(f"{path}: not a run folder (no config.yaml)")
     config = read_yaml(config_path)
-    metrics = read_jsonl(path / "metrics.jsonl", missing_ok=True)
-    return Run(path, config, _read_json(path / "summary.json"), metrics)
+    metrics = _metric_records(path / "metrics.jsonl")
+    return Run(path, config, _read_summary(path / "summary.json"), metrics)
 
 
 def find_runs(root: str | Path) -> list[Path]:
@@ -132,13 +173,21 @@ def _primary_metric(runs: list[Run]) -> str:
 def run_rows(root: str | Path) -> list[dict]:
     """One dict per run under ``root``: run, name, status, differing keys, results.
 
+    A run folder that cannot be read (a malformed config.yaml or summary.json) is left
+    out with a warning; the others are still listed.
+
     Results: the best validation loss (and accuracy, for classification) over the
     evaluations, the epoch of the best value of the ranking metric (the shared
     early-stopping metric, else accuracy, else loss; its column comes just before),
     the test metric, epochs and seconds.
     """
     root = Path(root)
-    runs = [load_run(p) for p in find_runs(root)]
+    runs = []
+    for folder in find_runs(root):
+        try:
+            runs.append(load_run(folder))
+        except NnbackError as exc:
+            logger.warning("warning: %s (run left out)", str(exc).splitlines()[0])
     keys = differing_keys([r.config for r in runs])
     primary = _primary_metric(runs)
     classified = any("val_accuracy" in m for r in runs for m in r.metrics)

@@ -37,9 +37,20 @@ _HEADER_READERS = {
     (1, 0): np.lib.format.read_array_header_1_0,
     (2, 0): np.lib.format.read_array_header_2_0,
 }
+DEFLATE_RATIO = 1032
 _FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
                (stat.S_ISSOCK, "a socket"))
+
+
+def is_int(value) -> bool:
+    """True for a JSON integer (a Python int, not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    """True for a finite JSON number (int or float, not a bool, not NaN or infinity)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def os_error(origin: str, exc: OSError, error: type[NnbackError] = DataError) -> NnbackError:
@@ -104,6 +115,30 @@ def memory_budget() -> int:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
     except (ValueError, OSError, AttributeError):
         return 1 << 32
+
+
+def check_inflated_size(declared: int, compressed: int, where: str,
+                        error: type[NnbackError] = DataError) -> None:
+    """Refuse compressed data that declares more bytes than ``compressed`` bytes of
+    deflate data can hold (deflate's ratio is at most 1032:1) or than ``memory_budget()``."""
+    if declared > compressed * DEFLATE_RATIO + 1024:
+        raise error(f"{where}: declares {declared} bytes uncompressed, more than its {compressed} "
+                    "compressed bytes can hold")
+    if declared > memory_budget():
+        raise error(f"{where}: declares {declared} bytes uncompressed, more than the memory "
+                    f"budget ({memory_budget()} bytes, half the machine's memory)")
+
+
+def read_at_most(stream: BinaryIO, limit: int) -> bytearray:
+    """Up to ``limit`` + 1 bytes of ``stream``, read in chunks: memory follows the data
+    that is there, not the size asked for."""
+    out = bytearray()
+    while len(out) <= limit:
+        chunk = stream.read(min(1 << 24, limit + 1 - len(out)))
+        if not chunk:
+            break
+        out += chunk
+    return out
 
 
 def array_nbytes(shape: tuple, dtype: np.dtype) -> int:
@@ -195,13 +230,14 @@ def _one_line(exc: BaseException) -> str:
 
 def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, archive_size: int,
             error: type[NnbackError]) -> np.ndarray:
-    """One checked member of an npz archive."""
-    stored = info.compress_type == zipfile.ZIP_STORED
-    limit = archive_size if stored else memory_budget()
-    if info.file_size > limit:
-        raise error(f"{where}: declares {info.file_size} bytes uncompressed, more than "
-                    + ("the archive holds" if stored else f"the memory budget ({limit} bytes, "
-                                                          "half the machine's memory)"))
+    """One checked member of an npz archive (stored or deflated, as numpy writes them)."""
+    if info.compress_type == zipfile.ZIP_DEFLATED:
+        check_inflated_size(info.file_size, min(info.compress_size, archive_size), where, error)
+    elif info.compress_type != zipfile.ZIP_STORED:
+        raise error(f"{where}: compression method {info.compress_type} is not one numpy writes "
+                    "(stored or deflated)")
+    elif info.file_size > archive_size:
+        raise error(f"{where}: declares {info.file_size} bytes, more than the archive holds")
     with archive.open(info) as member:
         read_npy_header(member, where, info.file_size, error)
     with archive.open(info) as member:

@@ -127,10 +127,43 @@ class DataMeta:
 
     @classmethod
     def from_dict(cls, data: dict) -> DataMeta:
+        """Rebuild a saved description, checking every field (the file may be hand-edited).
+
+        Raises:
+            DataError: a missing, unknown or ill-typed field, or counts that disagree.
+        """
         try:
-            return cls(**data)
+            meta = cls(**data)
         except TypeError as exc:
             raise DataError(f"saved data description is invalid ({exc})") from None
+        problem = meta._problem()
+        if problem:
+            raise DataError(f"saved data description is invalid: {problem}")
+        return meta
+
+    def _problem(self) -> str | None:
+        """What is wrong with the fields, or None."""
+        def count(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+        def names(value, kinds) -> bool:
+            return isinstance(value, list) and all(isinstance(v, kinds) and not isinstance(v, bool) for v in value)
+
+        if self.task not in ("classification", "regression"):
+            return f"task {self.task!r}"
+        if not (count(self.n_features) and count(self.n_outputs)):
+            return f"n_features {self.n_features!r}, n_outputs {self.n_outputs!r}"
+        if self.task == "classification" and not (names(self.classes, (str, int)) and len(self.classes) == self.n_outputs
+                                                  and len(set(self.classes)) == len(self.classes)):
+            return f"classes {str(self.classes)[:80]} for {self.n_outputs} outputs"
+        if self.task == "regression" and self.classes is not None:
+            return "classes given for regression"
+        if self.feature_names is not None and not (names(self.feature_names, str)
+                                                   and len(self.feature_names) == self.n_features):
+            return f"feature_names {str(self.feature_names)[:80]} for {self.n_features} features"
+        if not isinstance(self.x_key, str):
+            return f"x_key {self.x_key!r}"
+        return None
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from nnback.errors import DataError
-from nnback.untrusted import array_nbytes, file_size, memory_budget, open_regular
+from nnback.untrusted import array_nbytes, check_inflated_size, file_size, open_regular, read_at_most
 
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 GZIP_MAGIC = b"\x1f\x8b"
@@ -24,10 +24,10 @@ GZIP_MAGIC = b"\x1f\x8b"
 def read_idx(path: Path, origin: str) -> np.ndarray:
     """The array stored in an IDX file, in native byte order, e.g. (N, 28, 28) uint8.
 
-    The header is read first and its declared size checked before the data: against
-    the file's size for a raw file; for gzip, at most ``memory_budget()`` bytes are
-    inflated and exactly the declared size must come out, so a decompression bomb
-    stops at the size its header declares.
+    The header is read first, and no more data than it declares is read: for gzip,
+    the declared size must also be one the compressed bytes can hold (deflate's ratio
+    is at most 1032:1) within the memory budget, so a decompression bomb stops at
+    once or at the size its header declares.
     """
     with open_regular(path, origin) as f:
         compressed = f.read(2) == GZIP_MAGIC
@@ -36,11 +36,9 @@ def read_idx(path: Path, origin: str) -> np.ndarray:
         try:
             shape, dtype = _header(stream, origin)
             expected = array_nbytes(shape, dtype)
-            if compressed and expected > memory_budget():
-                raise DataError(f"{origin}: the IDX header declares {expected} bytes of data, more "
-                                f"than the memory budget ({memory_budget()} bytes, half the machine's memory)")
-            limit = expected if compressed else min(expected, file_size(f))
-            raw = stream.read(limit + 1)
+            if compressed:
+                check_inflated_size(expected, file_size(f), f"{origin}: the IDX header")
+            raw = read_at_most(stream, expected)
         except (OSError, EOFError, zlib.error) as exc:
             what = "unreadable gzip data" if compressed else "cannot read"
             raise DataError(f"{origin}: {what} ({exc})") from None

@@ -97,7 +97,9 @@ class Preprocessor:
             scale = np.asarray(state["scale"], dtype=np.float32)
         except KeyError as missing:
             raise DataError(f"saved preprocessing lacks {missing}") from None
-        if kind not in KINDS or shift.shape != scale.shape or shift.ndim != 1:
+        except (ValueError, TypeError):
+            raise DataError("saved preprocessing is invalid (shift and scale must be numbers)") from None
+        if kind not in KINDS or shift.shape != scale.shape or shift.ndim != 1 or not shift.size:
             raise DataError(f"saved preprocessing is invalid (kind {kind!r}, "
                             f"shift {shift.shape}, scale {scale.shape})")
         prep = cls(kind, float(scale[0]) if kind == "scale" else None)

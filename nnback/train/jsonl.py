@@ -6,6 +6,7 @@ so a killed writer leaves at most its last line incomplete; readers skip such a 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -16,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from nnback.atomic import atomic_write_bytes, io_error
+from nnback.errors import NnbackError
+from nnback.untrusted import open_regular
 
 logger = logging.getLogger(__name__)
 
@@ -103,15 +106,20 @@ def read_jsonl(path: str | os.PathLike, missing_ok: bool = False) -> list[dict[s
     """The JSON objects of ``path``, one per line, in order.
 
     An invalid last line (a writer killed mid-line) is skipped silently; an invalid line
-    elsewhere is skipped with a logged warning ``"<path>:<line>: invalid JSON line
-    skipped"``. Blank lines are ignored. With ``missing_ok``, a missing file reads as [].
+    elsewhere (nested too deep for the parser too) is skipped with a logged warning
+    ``"<path>:<line>: invalid JSON line skipped"``. Blank lines are ignored. With
+    ``missing_ok``, a missing file reads as [].
+
+    Raises:
+        FileNotFoundError: the file is missing (without ``missing_ok``).
+        NnbackError: it is not a regular file (a FIFO, a device) or cannot be read.
     """
-    try:
-        lines = Path(path).read_bytes().split(b"\n")
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         if missing_ok:
             return []
-        raise
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), os.fspath(path))
+    with open_regular(path, os.fspath(path), NnbackError) as f:
+        lines = f.read().split(b"\n")
     last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     records = []
     for i, line in enumerate(lines):
@@ -119,7 +127,7 @@ def read_jsonl(path: str | os.PathLike, missing_ok: bool = False) -> list[dict[s
             continue
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             record = None
         if isinstance(record, dict):
             records.append(record)
