@@ -16,10 +16,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
-from conftest import nnback_command
-from nnback.cli import app
+from conftest import invoke, nnback_command, one_error
 from nnback.data.files import read_csv, read_npy, read_npz
 from nnback.data.idx import idx_bytes, read_idx
 from nnback.errors import DataError
@@ -31,18 +28,6 @@ READERS = {
     "npy-mmap": lambda p: read_npy(p, "f", mmap=True),
     "idx": lambda p: read_idx(p, "f"),
 }
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_error(result, start: str) -> str:
-    """The one stderr line of a failed command (exit 2), checked to start with ``start``."""
-    assert result.exit_code == 2, result.output
-    lines = result.output.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {start}"), result.output
-    return lines[0]
 
 
 # --- device files and FIFOs -------------------------------------------------------
