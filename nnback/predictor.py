@@ -127,9 +127,14 @@ def load(path: str | Path) -> Predictor:
     _check_network_size(exp, data, arrays, weights)
     model = build_network(exp, data, np.random.default_rng(0), str(weights))
     try:
-        restore_arrays(model, arrays)
+        with np.errstate(over="ignore", invalid="ignore"):  # values the dtype cannot hold: below
+            restore_arrays(model, arrays)
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{weights}: weights do not fit the saved config: {exc}") from None
+    bad = [name for name, array in model.state_dict().items() if not np.isfinite(array).all()]
+    if bad:
+        raise CheckpointError(f"{weights}: weights {', '.join(bad)} hold NaN or inf "
+                              f"(or values too large for {exp.model.dtype})")
     return Predictor(model, prep, data, exp)
 
 

@@ -193,7 +193,7 @@ def run_rows(root: str | Path) -> list[dict]:
     classified = any("val_accuracy" in m for r in runs for m in r.metrics)
     shown = ["val_loss", "val_accuracy"] if classified else ["val_loss"]
     shown = [m for m in shown if m != primary] + [primary]  # the epoch column follows its metric
-    tested = any("test_accuracy" in r.summary.get("final", {}) for r in runs)
+    tested = any("test_accuracy" in (r.summary.get("final") or {}) for r in runs)
     test = "test_accuracy" if tested else "test_loss"
     rows = []
     for run in runs:
@@ -203,7 +203,7 @@ def run_rows(root: str | Path) -> list[dict]:
         row.update((k, flat.get(k)) for k in keys)
         row.update((f"best_{m}", best_of(run.metrics, m)[0]) for m in shown)
         row["best_epoch"] = best_of(run.metrics, primary)[1]
-        row[test] = run.summary.get("final", {}).get(test)
+        row[test] = (run.summary.get("final") or {}).get(test)
         row["epochs"] = run.summary.get("epochs", last.get("epoch"))
         row["seconds"] = run.summary.get("wall_seconds", last.get("seconds"))
         rows.append(row)

@@ -25,6 +25,7 @@ import math
 import os
 import stat
 import struct
+import tokenize
 import zipfile
 import zlib
 from typing import BinaryIO
@@ -38,6 +39,8 @@ _HEADER_READERS = {
     (2, 0): np.lib.format.read_array_header_2_0,
 }
 DEFLATE_RATIO = 1032
+# What numpy's header parser (ast.literal_eval of the header text) raises for bad headers.
+_HEADER_ERRORS = (ValueError, EOFError, SyntaxError, TypeError, tokenize.TokenError, RecursionError)
 _FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
                (stat.S_ISSOCK, "a socket"))
@@ -141,9 +144,16 @@ def read_at_most(stream: BinaryIO, limit: int) -> bytearray:
     return out
 
 
-def array_nbytes(shape: tuple, dtype: np.dtype) -> int:
-    """Bytes of an array of ``shape`` and ``dtype``, exact (no integer overflow)."""
-    return math.prod(int(n) for n in shape) * dtype.itemsize
+def array_nbytes(shape: tuple, dtype: np.dtype, origin: str, error: type[NnbackError] = DataError) -> int:
+    """Bytes of an array of ``shape`` and ``dtype`` as declared by a file's header, exact.
+
+    Raises:
+        error: a negative dimension, or a shape numpy cannot create even when empty (the
+            dimensions other than 0 multiply beyond 2**63 bytes).
+    """
+    if any(n < 0 for n in shape) or math.prod(max(n, 1) for n in shape) * max(dtype.itemsize, 1) >= 2**63:
+        raise error(f"{origin}: the header declares an impossible shape {shape}")
+    return math.prod(shape) * dtype.itemsize
 
 
 def read_npy_header(f: BinaryIO, origin: str, available: int,
@@ -157,7 +167,7 @@ def read_npy_header(f: BinaryIO, origin: str, available: int,
         (shape, fortran_order, dtype, header bytes).
 
     Raises:
-        error: not an .npy header, a negative dimension, an object dtype, or more data
+        error: not an .npy header, an impossible shape, an object dtype, or more data
             declared than ``available`` (truncated or lying header).
     """
     start = f.tell()
@@ -166,14 +176,12 @@ def read_npy_header(f: BinaryIO, origin: str, available: int,
         if version not in _HEADER_READERS:
             raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
         shape, fortran, dtype = _HEADER_READERS[version](f)
-    except (ValueError, EOFError, SyntaxError, TypeError) as exc:
+    except _HEADER_ERRORS as exc:
         raise error(f"{origin}: not a readable .npy array ({_one_line(exc)})") from None
     header = f.tell() - start
-    if any(n < 0 for n in shape):
-        raise error(f"{origin}: invalid .npy header (shape {shape})")
     if dtype.hasobject:
         raise error(f"{origin}: holds Python objects, which nnback does not load (only plain numbers)")
-    needed = array_nbytes(shape, dtype)
+    needed = array_nbytes(shape, dtype, origin, error)
     if needed > available - header:
         raise error(f"{origin}: truncated: the header promises {needed} bytes of data, "
                     f"found {max(available - header, 0)}")

@@ -66,6 +66,24 @@ def test_hostile_yaml_is_one_config_error(tmp_path, text, message):
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize("text, message", [
+    ("seed: !!int abc", "'abc' is not a valid int"),
+    ('seed: !!float ""', "'' is not a valid float"),
+    ("seed: !!bool maybe", "'maybe' is not a valid bool"),
+    ("seed: !!timestamp 2020-99-99", "'2020-99-99' is not a valid timestamp"),
+    ("seed: !!set [1]", "expected a mapping node, but found sequence"),
+    ("seed: !!map [1]", "expected a mapping node, but found sequence"),
+    ("{[1]: 2}", "found unhashable key"),
+], ids=["int", "float", "bool", "timestamp", "set", "map", "unhashable key"])
+def test_values_that_do_not_fit_their_tag(tmp_path, text, message):
+    """PyYAML's own constructors raise ValueError, IndexError, KeyError... for these."""
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        read_yaml(path)
+    assert info.value.messages == [str(info.value)] and message in str(info.value)
+
+
 def test_aliases_within_bounds_still_work(tmp_path):
     path = tmp_path / "cfg.yaml"
     path.write_text(TINY + "shared: &h {type: linear, units: 8}\n", encoding="utf-8")

@@ -132,7 +132,7 @@ def _lying_npy(shape: tuple, dtype: str = "<f8", data: bytes = bytes(64)) -> byt
 def test_npy_header_declaring_more_than_the_file(tmp_path, shape):
     (tmp_path / "x.npy").write_bytes(_lying_npy(shape))
     for mmap in (False, True):
-        with pytest.raises(DataError, match=r"^f: (truncated: the header promises|invalid \.npy header)"):
+        with pytest.raises(DataError, match=r"^f: (truncated: the header promises|the header declares an impossible)"):
             read_npy(tmp_path / "x.npy", "f", mmap=mmap)
 
 

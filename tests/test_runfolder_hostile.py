@@ -66,7 +66,11 @@ EDITS = {
     "no preprocessing": (_arrays(lambda a: [a.pop(k) for k in list(a) if k.startswith("prep/")]),
                          "saved preprocessing lacks"),
     "preprocessing of text": (_arrays(lambda a: a.__setitem__("prep/shift", np.array(["a", "b"]))),
-                              "shift and scale must be numbers"),
+                              "shift and scale must be finite float32 numbers"),
+    "complex preprocessing": (_arrays(lambda a: a.__setitem__("prep/scale", np.ones(2, complex))),
+                              "shift and scale must be finite float32 numbers"),
+    "preprocessing beyond float32": (_arrays(lambda a: a.__setitem__("prep/scale", np.full(2, 1e39))),
+                                     "shift and scale must be finite float32 numbers"),
     "preprocessing for 5 features": (_arrays(lambda a: a.update({"prep/shift": np.zeros(5, np.float32),
                                                                   "prep/scale": np.ones(5, np.float32)})),
                                      "preprocessing for 5 features, data with 2"),
@@ -88,10 +92,12 @@ def test_hand_edited_model_is_one_line(model_file, edit, message):
         assert message in line, line
 
 
-def test_weights_that_give_nan_are_refused_per_row(model_file):
-    _edit(model_file, _arrays(lambda a: a.__setitem__("model/0.W", np.full((2, 16), np.nan, np.float32))))
+@pytest.mark.parametrize("values", [np.full((2, 16), np.nan, np.float32), np.full((2, 16), 1e300)],
+                         ids=["NaN", "beyond float32"])
+def test_weights_that_are_not_finite_are_refused(model_file, values):
+    _edit(model_file, _arrays(lambda a: a.__setitem__("model/0.W", values)))
     one_error(invoke("predict", model_file, model_file.parent / "in.npy"),
-              f"{model_file.parent / 'in.npy'}: row 0 of the inputs (counting from 0): the network's outputs")
+              f"{model_file}: weights 0.W hold NaN or inf (or values too large for float32)")
 
 
 @pytest.mark.parametrize("replace", ["fifo", "folder", "device", "garbage", "empty zip"])

@@ -106,6 +106,17 @@ class _BoundedLoader(yaml.SafeLoader):
             raise yaml.composer.ComposerError(
                 None, None, f"more than {MAX_NODES} values with aliases expanded", mark)
 
+    def construct_object(self, node, deep=False):
+        """PyYAML's construction, with the errors its constructors raise for a value that
+        does not fit an explicit tag (``!!int abc``, ``!!float ''``, ``!!bool x``) as
+        one ConstructorError at the value."""
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, IndexError, KeyError, AttributeError, TypeError, OverflowError):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{str(node.value)[:40]!r} is not a valid {node.tag.rsplit(':', 1)[-1]}",
+                node.start_mark) from None
+
     def construct_yaml_int(self, node):
         if len(node.value) > MAX_INT_CHARS:
             raise yaml.constructor.ConstructorError(
@@ -115,9 +126,11 @@ class _BoundedLoader(yaml.SafeLoader):
 
     def construct_mapping(self, node, deep=False):
         seen = set()
-        for key_node, _ in node.value:
+        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
             key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, typing.Hashable) and key in seen:
+            if not isinstance(key, typing.Hashable):
+                continue  # refused by PyYAML's own check
+            if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} is given twice in the same mapping", key_node.start_mark)
             seen.add(key)

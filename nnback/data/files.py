@@ -173,10 +173,14 @@ def arrays_table(X, y: np.ndarray | None, x_origin: str, y_origin: str,
         raise DataError(f"{x_origin}: {x_name} is a scalar, expected rows")
     if X.dtype.kind not in "biuf":
         raise DataError(f"{x_origin}: {x_name} holds {X.dtype} values; features must be numbers")
-    if isinstance(X, np.ndarray) and X.ndim != 2:
-        X = X.reshape(len(X), -1)
+    if y is not None and y.ndim == 0:
+        raise DataError(f"{y_origin}: {y_name} is a scalar, expected one label per row")
     if y is not None:
         check_rows(x_origin, x_name, len(X), y_origin, y_name, len(y))
     elif len(X) == 0:
         raise DataError(f"{x_origin}: {x_name} has no rows")
+    if isinstance(X, np.ndarray) and X.ndim != 2:
+        X = X.reshape(len(X), -1)
+    if X.shape[1] == 0:
+        raise DataError(f"{x_origin}: {x_name} has no features (each row is empty)")
     return Table(X, y, x_origin, y_origin, x_name, y_name)

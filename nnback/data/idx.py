@@ -35,7 +35,7 @@ def read_idx(path: Path, origin: str) -> np.ndarray:
         stream = gzip.GzipFile(fileobj=f, mode="rb") if compressed else f
         try:
             shape, dtype = _header(stream, origin)
-            expected = array_nbytes(shape, dtype)
+            expected = array_nbytes(shape, dtype, origin)
             if compressed:
                 check_inflated_size(expected, file_size(f), f"{origin}: the IDX header")
             raw = read_at_most(stream, expected)
