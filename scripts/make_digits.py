@@ -17,8 +17,8 @@ from sklearn.datasets import load_digits
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path,
-                        default=Path(__file__).resolve().parents[1] / "nnback" / "data" / "shipped" / "digits.npz")
+    shipped = Path(__file__).resolve().parents[1] / "nnback" / "data" / "shipped"
+    parser.add_argument("--out", type=Path, default=shipped / "digits.npz")
     args = parser.parse_args()
     digits = load_digits()
     images = digits.images

@@ -13,10 +13,10 @@ import subprocess
 
 import pytest
 import yaml
+from conftest import TINY_CONFIG, nnback_command
 
 from nnback.config.loader import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, load_config, read_yaml
 from nnback.errors import ConfigError
-from conftest import TINY_CONFIG, nnback_command
 
 TINY = yaml.safe_dump(TINY_CONFIG, sort_keys=False)
 

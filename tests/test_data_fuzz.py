@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nnback.config.data import FileData
+from nnback.config.data_schema import FileData
 from nnback.data import load_data, read_inputs
-from nnback.data.dataset import DataMeta
 from nnback.data.files import read_csv, read_npy, read_npz
 from nnback.data.idx import IDX_TYPES, idx_bytes, read_idx
+from nnback.data.load import DataMeta
 from nnback.data.preprocess import Preprocessor
 from nnback.errors import DataError
 
@@ -183,7 +183,8 @@ def test_npz_bytes(tmp_path, data, y_key):
 
 IDX_VALID = idx_bytes(np.arange(24, dtype=np.uint8).reshape(2, 3, 4))
 idx_headers = st.builds(
-    lambda code, dims, data: bytes([0, 0, code, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims) + data,
+    lambda code, dims, data: (bytes([0, 0, code, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+                              + data),
     st.sampled_from(sorted(IDX_TYPES) + [0x00, 0x0A, 0xFF]),
     st.lists(st.sampled_from([0, 1, 2, 3, 255, 2**31, 2**32 - 1]), max_size=5),
     st.binary(max_size=64),

@@ -17,6 +17,7 @@ import zipfile
 import numpy as np
 import pytest
 from conftest import invoke, nnback_command, one_error
+
 from nnback.data.files import read_csv, read_npy, read_npz
 from nnback.data.idx import idx_bytes, read_idx
 from nnback.errors import DataError
@@ -92,7 +93,8 @@ def _zeros_gzip(megabytes: int) -> bytes:
 def test_gzip_idx_bomb_stops_at_the_declared_size(tmp_path):
     header = gzip.compress(idx_bytes(np.zeros((2, 3), np.uint8)), mtime=0)
     (tmp_path / "bomb.gz").write_bytes(header + _zeros_gzip(512))
-    with pytest.raises(DataError, match=r"^f: trailing bytes: the IDX header promises 6 bytes of data, found more$"):
+    with pytest.raises(DataError, match=r"^f: trailing bytes: the IDX header promises 6 bytes of data, "
+                                        r"found more$"):
         read_idx(tmp_path / "bomb.gz", "f")
 
 
@@ -100,7 +102,8 @@ def test_gzip_idx_bomb_stops_at_the_declared_size(tmp_path):
 def test_idx_header_sizes_that_overflow_int64(tmp_path, dims):
     header = struct.pack(f">2xBB{len(dims)}I", 0x08, len(dims), *dims)
     (tmp_path / "raw").write_bytes(header + bytes(16))
-    with pytest.raises(DataError, match=r"^f: truncated: the IDX header promises \d+ bytes of data, found 16$"):
+    with pytest.raises(DataError, match=r"^f: truncated: the IDX header promises \d+ bytes of data, "
+                                        r"found 16$"):
         read_idx(tmp_path / "raw", "f")
     (tmp_path / "gz").write_bytes(gzip.compress(header + bytes(16)))
     with pytest.raises(DataError, match=r"^f: the IDX header: declares \d+ bytes uncompressed, more than its "
@@ -132,7 +135,8 @@ def _lying_npy(shape: tuple, dtype: str = "<f8", data: bytes = bytes(64)) -> byt
 def test_npy_header_declaring_more_than_the_file(tmp_path, shape):
     (tmp_path / "x.npy").write_bytes(_lying_npy(shape))
     for mmap in (False, True):
-        with pytest.raises(DataError, match=r"^f: (truncated: the header promises|the header declares an impossible)"):
+        with pytest.raises(DataError, match=r"^f: (truncated: the header promises|"
+                                            r"the header declares an impossible)"):
             read_npy(tmp_path / "x.npy", "f", mmap=mmap)
 
 
@@ -155,7 +159,8 @@ def test_npz_member_whose_header_lies_about_its_shape(tmp_path):
     with zipfile.ZipFile(tmp_path / "l.npz", "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("X.npy", _lying_npy((2**62, 2**62)))
         archive.writestr("y.npy", _npy_bytes(np.zeros(1)))
-    with pytest.raises(DataError, match=r"^f: X: truncated: the header promises \d+ bytes of data, found 64$"):
+    with pytest.raises(DataError, match=r"^f: X: truncated: the header promises \d+ bytes of data, "
+                                        r"found 64$"):
         read_npz(tmp_path / "l.npz", "f", "X", "y")
 
 
@@ -215,7 +220,8 @@ def test_predict_refuses_inputs_that_would_give_nan_predictions(tmp_path, comple
 def test_eval_refuses_a_non_finite_loss(tmp_path, completed_run):
     _, run = completed_run()
     np.savez(tmp_path / "e.npz", X=np.array([[3e38, -3e38], [0.0, 0.0]]), y=np.array([0, 1]))
-    one_error(invoke("eval", run, "--data", tmp_path / "e.npz"), f"{tmp_path / 'e.npz'}: the loss on the data rows is")
+    one_error(invoke("eval", run, "--data", tmp_path / "e.npz"),
+              f"{tmp_path / 'e.npz'}: the loss on the data rows is")
 
 
 # --- CSV headers ---------------------------------------------------------------------
@@ -240,8 +246,8 @@ def test_byte_order_mark_is_not_part_of_the_first_name(tmp_path):
 @pytest.mark.parametrize("first", ["1,2,0", "1.5,-2e3,0", " 1 , 2 , 0 ", "nan,inf,0"])
 def test_a_first_row_of_numbers_is_not_taken_as_a_header(tmp_path, first):
     (tmp_path / "n.csv").write_text(f"{first}\n3,4,1\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"^n.csv: row 1 holds only numbers, but the first row must be a header "
-                                        r"naming the columns \(e.g. x0,x1,x2\); add one$"):
+    with pytest.raises(DataError, match=r"^n.csv: row 1 holds only numbers, but the first row must be a "
+                                        r"header naming the columns \(e.g. x0,x1,x2\); add one$"):
         read_csv(tmp_path / "n.csv", "n.csv", None, None)
 
 

@@ -44,7 +44,7 @@ def test_an_installed_wheel_reads_its_own_digits(wheel, tmp_path):
     done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q",
                            "--target", str(target), str(wheel)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    script = ("import nnback.data.datasets as d; t = d.load_digits(); "
+    script = ("import nnback.data.builtin as d; t = d.load_digits(); "
               "print(d.DIGITS_PATH); print(t.X.shape)")
     run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
                          timeout=120, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
@@ -53,7 +53,7 @@ def test_an_installed_wheel_reads_its_own_digits(wheel, tmp_path):
     assert Path(path) == target / SHIPPED and shape == "(1797, 64)"
 
     (target / SHIPPED).unlink()
-    run = subprocess.run([sys.executable, "-c", "import nnback.data.datasets as d; d.load_digits()"],
+    run = subprocess.run([sys.executable, "-c", "import nnback.data.builtin as d; d.load_digits()"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
                          env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
     assert f"digits: {target / SHIPPED} is missing from this installation of nnback" in run.stderr

@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import nnback
-from nnback.diagnose import diagnose_run
-from nnback.errors import NnbackError
-from nnback.runs import load_run, runs_table
-from nnback.train.checkpoint import load_checkpoint, save_checkpoint
-from nnback.train.jsonl import read_jsonl
 from test_data_fuzz import mutated
 from test_runfolder_hostile import GOOD_RECORD
 from test_runs import make_run
+
+import nnback
+from nnback.commands.diagnose import diagnose_run
+from nnback.commands.runs import load_run, runs_table
+from nnback.errors import NnbackError
+from nnback.runfolder.checkpoint import load_checkpoint, save_checkpoint
+from nnback.runfolder.jsonl import read_jsonl
 
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -133,8 +133,11 @@ def test_summary_and_metrics(tmp_path, data):
     summary = json.loads(json.dumps(SUMMARY))
     for _ in range(data.draw(st.integers(0, 3))):
         summary[data.draw(st.sampled_from(sorted(summary)))] = data.draw(json_values)
-    text = data.draw(st.one_of(st.just(json.dumps(summary)), st.binary(max_size=100).map(lambda b: b.decode("latin-1")),
-                               mutated(json.dumps(summary).encode()).map(lambda b: b.decode("latin-1"))))
+    def latin(raw: bytes) -> str:
+        return raw.decode("latin-1")
+
+    text = data.draw(st.one_of(st.just(json.dumps(summary)), st.binary(max_size=100).map(latin),
+                               mutated(json.dumps(summary).encode()).map(latin)))
     (bad / "summary.json").write_text(text, encoding="latin-1")
     lines = data.draw(st.lists(json_values.map(json.dumps) | st.text(max_size=20), max_size=4))
     (bad / "metrics.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogatepass")

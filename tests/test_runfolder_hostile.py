@@ -11,10 +11,10 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import invoke, one_error
-from nnback.train.checkpoint import load_checkpoint, save_checkpoint
 from test_runs import make_run
+
+from nnback.runfolder.checkpoint import load_checkpoint, save_checkpoint
 
 
 @pytest.fixture
@@ -74,8 +74,9 @@ EDITS = {
     "preprocessing for 5 features": (_arrays(lambda a: a.update({"prep/shift": np.zeros(5, np.float32),
                                                                   "prep/scale": np.ones(5, np.float32)})),
                                      "preprocessing for 5 features, data with 2"),
-    "empty preprocessing": (_arrays(lambda a: a.update({"prep/shift": np.zeros(0), "prep/scale": np.zeros(0)})),
-                            "saved preprocessing is invalid"),
+    "empty preprocessing": (
+        _arrays(lambda a: a.update({"prep/shift": np.zeros(0), "prep/scale": np.zeros(0)})),
+        "saved preprocessing is invalid"),
     "weights of text": (_arrays(lambda a: a.__setitem__("model/0.W", np.full((2, 16), "x"))),
                         "weights do not fit the saved config"),
     "weights of complex numbers": (_arrays(lambda a: a.__setitem__("model/0.W", np.ones((2, 16), complex))),
@@ -194,12 +195,14 @@ def test_plot_of_a_bad_run_is_one_line(tmp_path):
     pytest.importorskip("matplotlib")
     make_run(tmp_path / "run")
     (tmp_path / "run" / "summary.json").write_text("[" * 10_000)
-    one_error(invoke("plot", tmp_path / "run", "-o", tmp_path / "p.png"), f"{tmp_path / 'run' / 'summary.json'}: ")
+    one_error(invoke("plot", tmp_path / "run", "-o", tmp_path / "p.png"),
+              f"{tmp_path / 'run' / 'summary.json'}: ")
     assert not (tmp_path / "p.png").exists()
 
 
 GOOD_RECORD = {"step": 10, "epoch": 1, "lr": 0.1,
-               "params": {"0.W": {"weight_norm": 1.0, "grad_norm": 0.1, "update_ratio": 0.001, "matrix": True}},
+               "params": {"0.W": {"weight_norm": 1.0, "grad_norm": 0.1, "update_ratio": 0.001,
+                                  "matrix": True}},
                "layers": [{"layer": 0, "type": "Linear", "dx_norm": 0.5}], "depth_ratio": None}
 FOREIGN_RECORDS = [
     {"step": 1}, {"params": {}, "layers": []}, {**GOOD_RECORD, "step": "10"},

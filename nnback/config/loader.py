@@ -14,11 +14,10 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from nnback.config.data import DATA_VARIANTS
+from nnback.config.data_schema import DATA_VARIANTS
 from nnback.config.schema import Experiment
 from nnback.errors import ConfigError
 from nnback.untrusted import read_limited
-
 
 MAX_FILE_BYTES = 1 << 20  # an experiment file is a few kilobytes
 MAX_NODES = 20_000  # values in the document once every alias is expanded (a config has hundreds)

@@ -57,7 +57,8 @@ class MappedNpy:
     def _rows(self, shape, fortran) -> tuple[int, int]:
         """(N, D) of a stored array the map can serve; DataError if it cannot."""
         if fortran and len(shape) > 1:
-            raise DataError(f"{self.origin}: memory mapping needs a C-order array (this one is Fortran-order)")
+            raise DataError(f"{self.origin}: memory mapping needs a C-order array "
+                            "(this one is Fortran-order)")
         if len(shape) == 0:
             raise DataError(f"{self.origin}: holds a scalar, expected rows")
         return shape[0], math.prod(shape[1:])

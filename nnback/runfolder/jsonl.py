@@ -1,4 +1,5 @@
-"""JSON Lines logs (``metrics.jsonl``) that a kill can damage only at the very end.
+"""JSON Lines logs (``metrics.jsonl``) that a kill can damage only at the very end, and
+the run folder's plain JSON files (``summary.json``).
 
 Each record is one line written by a single ``os.write`` on an ``O_APPEND`` descriptor,
 so a killed writer leaves at most its last line incomplete; readers skip such a line.
@@ -16,11 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from nnback.atomic import atomic_write_bytes, io_error
 from nnback.errors import NnbackError
-from nnback.untrusted import open_regular
+from nnback.runfolder.atomic import atomic_write_bytes, io_error
+from nnback.untrusted import open_regular, read_limited
 
 logger = logging.getLogger(__name__)
+
+MAX_JSON_BYTES = 1 << 20  # a summary.json is a few kilobytes
 
 _CHUNK = 65536
 
@@ -100,6 +103,24 @@ def _cut_incomplete_last_line(fd: int) -> None:
             return
         end = start
     os.ftruncate(fd, 0)
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None if the file is missing or holds no object.
+
+    Raises:
+        NnbackError: ``"<path>: cannot read: <reason>"`` for an unreadable or invalid file
+            (nested too deep for the parser too), one that is not a regular file or
+            larger than MAX_JSON_BYTES.
+    """
+    if not os.path.lexists(path):
+        return None
+    data = read_limited(path, os.fspath(path), MAX_JSON_BYTES, "a JSON file", NnbackError)
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise NnbackError(f"{path}: cannot read: {type(exc).__name__}: {exc}"[:300]) from None
+    return value if isinstance(value, dict) else None
 
 
 def read_jsonl(path: str | os.PathLike, missing_ok: bool = False) -> list[dict[str, Any]]:

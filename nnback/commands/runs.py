@@ -14,21 +14,19 @@ import json
 import logging
 import math
 import os
-import re
 from pathlib import Path
 
 from nnback.config.diff import differing_keys, flatten
 from nnback.config.loader import read_yaml
 from nnback.errors import NnbackError
-from nnback.untrusted import is_int, is_number, read_limited
+from nnback.formatting import duration, format_table
+from nnback.untrusted import is_int, is_number
 
 logger = logging.getLogger(__name__)
 
 STATUSES = ("completed", "early_stopped", "interrupted", "time_limit", "diverged", "failed",
             "incomplete")
 FORMATS = ("table", "csv", "json")
-# Cells aligned right: numbers, durations and the "-" of a missing value.
-NUMBER = re.compile(r"^(-|[-+]?[\d.]+(e[-+]?\d+)?(s|m\d\ds|h\d\dm)?)$")
 
 
 @dataclasses.dataclass
@@ -56,7 +54,6 @@ class Run:
         return str(self.summary.get("status", "incomplete"))
 
 
-MAX_SUMMARY_BYTES = 1 << 20
 # Types of the summary.json fields this module reads; others are shown as they are.
 SUMMARY_FIELDS = {"name": str, "status": str, "best": dict, "final": dict, "epochs": int,
                   "wall_seconds": (int, float)}
@@ -66,16 +63,14 @@ def _read_summary(path: Path) -> dict:
     """``summary.json``, its fields checked; {} when the run has none yet.
 
     Raises:
-        NnbackError: not a regular file, too large, not JSON, or a field of the wrong type.
+        NnbackError: unreadable (see ``read_json``), not an object, or a field of the wrong type.
     """
+    from nnback.runfolder.jsonl import read_json
+
     if not os.path.lexists(path):
         return {}
-    data = read_limited(path, str(path), MAX_SUMMARY_BYTES, "a summary.json", NnbackError)
-    try:
-        summary = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise NnbackError(f"{path}: not valid JSON ({type(exc).__name__})") from None
-    if not isinstance(summary, dict):
+    summary = read_json(path)
+    if summary is None:
         raise NnbackError(f"{path}: not a JSON object")
     for key, kind in SUMMARY_FIELDS.items():
         value = summary.get(key)
@@ -92,7 +87,7 @@ def _read_summary(path: Path) -> dict:
 def _metric_records(path: Path) -> list[dict]:
     """The records of ``metrics.jsonl``: those with integer ``epoch``/``step`` and only
     finite numbers (or null) as values; others are left out with a warning."""
-    from nnback.train.jsonl import read_jsonl
+    from nnback.runfolder.jsonl import read_jsonl
 
     records = read_jsonl(path, missing_ok=True)
     kept = [r for r in records if all(r.get(k) is None or is_int(r[k]) for k in ("epoch", "step"))
@@ -138,11 +133,11 @@ def run_labels(runs: list[Run]) -> list[str]:
         short = keys
     flats = [flatten(r.config) for r in runs]
     labels = []
-    for run, flat in zip(runs, flats):
-        parts = [f"{s}={flat.get(k, '-')}" for s, k in zip(short, keys)]
+    for run, flat in zip(runs, flats, strict=True):
+        parts = [f"{s}={flat.get(k, '-')}" for s, k in zip(short, keys, strict=True)]
         labels.append(run.name + (f" ({', '.join(parts)})" if parts else ""))
     if len(set(labels)) < len(labels):
-        labels = [f"{label} [{run.path.name}]" for label, run in zip(labels, runs)]
+        labels = [f"{label} [{run.path.name}]" for label, run in zip(labels, runs, strict=True)]
     return labels
 
 
@@ -238,27 +233,6 @@ def _cell(key: str, value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return value if isinstance(value, str) else json.dumps(value)
-
-
-def duration(seconds: float) -> str:
-    """``12.3s``, ``4m05s`` or ``1h02m``."""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    return f"{minutes // 60}h{minutes % 60:02d}m"
-
-
-def format_table(headers: list[str], rows: list[list[str]]) -> str:
-    """Columns padded to their widest cell; text left-aligned, numbers right-aligned."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-
-    def line(cells: list[str]) -> str:
-        padded = (c.rjust(w) if NUMBER.match(c) else c.ljust(w) for c, w in zip(cells, widths))
-        return "  ".join(padded).rstrip()
-
-    return "\n".join([line(headers), *map(line, rows)])
 
 
 def runs_table(root: str | Path = "runs", sort: str | None = None, status: str | None = None,

@@ -7,7 +7,9 @@ import os
 import textwrap
 from pathlib import Path
 
-from nnback.diagnostics import (
+from nnback.errors import NnbackError
+from nnback.formatting import format_table
+from nnback.train.diagnostics import (
     HEALTHY_RATIO,
     LAYER_METRICS,
     PARAM_METRICS,
@@ -15,8 +17,6 @@ from nnback.diagnostics import (
     Thresholds,
     read_records,
 )
-from nnback.errors import NnbackError
-from nnback.runs import format_table
 
 
 def _ratio_distance(value: float) -> float:

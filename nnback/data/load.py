@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnback.config.data import (
+from nnback.config.data_schema import (
     DataConfig,
     DigitsData,
     FileData,
@@ -26,7 +26,7 @@ from nnback.config.data import (
     MnistData,
     file_format,
 )
-from nnback.data.datasets import FASHION_CLASSES, load_digits, load_mnist
+from nnback.data.builtin import FASHION_CLASSES, load_digits, load_mnist
 from nnback.data.files import arrays_table, read_csv, read_npy, read_npz
 from nnback.data.generators import GENERATORS, REGRESSION
 from nnback.data.idx import read_idx
@@ -36,6 +36,7 @@ from nnback.data.preprocess import Preprocessor
 from nnback.data.split import split_rows
 from nnback.data.table import Table
 from nnback.errors import DataError
+from nnback.untrusted import is_int
 
 PART_NAMES = ("train", "val", "test")
 
@@ -143,27 +144,31 @@ class DataMeta:
 
     def _problem(self) -> str | None:
         """What is wrong with the fields, or None."""
-        def count(value) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-        def names(value, kinds) -> bool:
-            return isinstance(value, list) and all(isinstance(v, kinds) and not isinstance(v, bool) for v in value)
-
         if self.task not in ("classification", "regression"):
             return f"task {self.task!r}"
-        if not (count(self.n_features) and count(self.n_outputs)):
+        if not (_is_count(self.n_features) and _is_count(self.n_outputs)):
             return f"n_features {self.n_features!r}, n_outputs {self.n_outputs!r}"
-        if self.task == "classification" and not (names(self.classes, (str, int)) and len(self.classes) == self.n_outputs
-                                                  and len(set(self.classes)) == len(self.classes)):
+        if self.task == "classification" and not (
+                _is_list_of(self.classes, (str, int)) and len(self.classes) == self.n_outputs
+                and len(set(self.classes)) == len(self.classes)):
             return f"classes {str(self.classes)[:80]} for {self.n_outputs} outputs"
         if self.task == "regression" and self.classes is not None:
             return "classes given for regression"
-        if self.feature_names is not None and not (names(self.feature_names, str)
+        if self.feature_names is not None and not (_is_list_of(self.feature_names, str)
                                                    and len(self.feature_names) == self.n_features):
             return f"feature_names {str(self.feature_names)[:80]} for {self.n_features} features"
         if not isinstance(self.x_key, str):
             return f"x_key {self.x_key!r}"
         return None
+
+
+def _is_count(value) -> bool:
+    return is_int(value) and value > 0
+
+
+def _is_list_of(value, kinds: tuple) -> bool:
+    """A list of values of ``kinds`` (bools excluded)."""
+    return isinstance(value, list) and all(isinstance(v, kinds) and not isinstance(v, bool) for v in value)
 
 
 @dataclass
@@ -224,8 +229,9 @@ def load_data(cfg: DataConfig, seed: int, base_dir: Path) -> DataBundle:
     rows = {name: None for name in PART_NAMES}
     if carve["val"] > 0 or carve["test"] > 0:
         stratify = targets["train"] if task == "classification" else None
-        split = dict(zip(PART_NAMES, split_rows(len(train), carve["val"], carve["test"],
-                                                np.random.default_rng([seed, 1]), stratify, classes)))
+        parts = split_rows(len(train), carve["val"], carve["test"], np.random.default_rng([seed, 1]),
+                           stratify, classes)
+        split = dict(zip(PART_NAMES, parts, strict=True))
         rows["train"] = split["train"]
         for name in ("val", "test"):
             if carve[name] > 0:

@@ -7,18 +7,18 @@ weights; that is all a ``Predictor`` needs to turn raw inputs into labelled outp
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 
-from nnback.build import build_loss, build_network
+from nnback.build import EVAL_BATCH, build_loss, build_network, predicted_classes
 from nnback.config.schema import Experiment, LinearSpec
 from nnback.data import DataMeta, Preprocessor, labels_from_indices
 from nnback.errors import CheckpointError, DataError
 from nnback.layers.activations import sigmoid
-from nnback.train.checkpoint import load_checkpoint
-from nnback.train.evaluate import EVAL_BATCH, predicted_classes
-from nnback.train.snapshot import restore_arrays, role_arrays
+from nnback.runfolder.checkpoint import load_checkpoint
+from nnback.runfolder.snapshot import restore_arrays, role_arrays
 
 
 def resolve_weights(path: str | Path) -> Path:
@@ -144,7 +144,7 @@ def _check_network_size(exp: Experiment, data: DataMeta, arrays: dict, weights: 
     stored = sum(array.size for array in role_arrays(arrays, "model").values())
     widths = [data.n_features] + [data.n_outputs if spec.units == "auto" else spec.units
                                   for spec in exp.model.layer_specs() if isinstance(spec, LinearSpec)]
-    if any(a * b > stored for a, b in zip(widths, widths[1:])):
+    if any(a * b > stored for a, b in pairwise(widths)):
         raise CheckpointError(f"{weights}: weights do not fit the saved config: its layers of "
                               f"{' -> '.join(map(str, widths))} units need more values than the "
                               f"{stored} stored")

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnback.optim import grad_norm
 from nnback.untrusted import is_int, is_number
 
 logger = logging.getLogger(__name__)
@@ -198,7 +199,7 @@ def read_records(path: str | Path, missing_ok: bool = False) -> list[dict]:
         FileNotFoundError: no such file (without ``missing_ok``).
         NnbackError: not a regular file.
     """
-    from nnback.train.jsonl import read_jsonl
+    from nnback.runfolder.jsonl import read_jsonl
 
     records = read_jsonl(path, missing_ok=missing_ok)
     kept = [r for r in records if _well_formed(r)]
@@ -216,7 +217,8 @@ def _well_formed(record: dict) -> bool:
             and isinstance(params, dict) and isinstance(layers, list)
             and all(isinstance(stats, dict) and isinstance(stats.get("matrix", False), bool)
                     and all(_is_value(stats.get(k)) for k in PARAM_METRICS) for stats in params.values())
-            and all(isinstance(layer, dict) and is_int(layer.get("layer")) and isinstance(layer.get("type"), str)
+            and all(isinstance(layer, dict) and is_int(layer.get("layer"))
+                    and isinstance(layer.get("type"), str)
                     and all(_is_value(layer.get(k)) for k in LAYER_METRICS) for layer in layers))
 
 
@@ -227,8 +229,7 @@ def _is_value(value) -> bool:
 
 def norm(a: np.ndarray) -> float:
     """Frobenius norm of ``a`` (any shape), as a Python float."""
-    flat = a.ravel()
-    return math.sqrt(float(np.dot(flat, flat)))
+    return grad_norm([a])
 
 
 def _num(value: float) -> float | None:
@@ -267,7 +268,7 @@ def layer_stats(model, trace_f: list, trace_b: list) -> list[dict]:
     """
     n = len(model.layers)
     rows = []
-    for i, (layer, out) in enumerate(zip(model.layers, trace_f)):
+    for i, (layer, out) in enumerate(zip(model.layers, trace_f, strict=True)):
         row = {"layer": i, "type": type(layer).__name__, "dx_norm": _num(norm(trace_b[n - 1 - i]))}
         row.update(activation_stats(layer, out))
         rows.append(row)
@@ -321,7 +322,7 @@ class DiagnosticsRecorder:
 
     def __init__(self, path: str | Path, every: int = 100, warn: Callable[[str], None] | None = None,
                  thresholds: Thresholds = Thresholds()):
-        from nnback.train.jsonl import JsonlWriter
+        from nnback.runfolder.jsonl import JsonlWriter
 
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
