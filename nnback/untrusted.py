@@ -9,9 +9,10 @@ folder) opens it here:
   between cannot hang it either);
 - sizes are checked before reading: a text file against its limit, an array's
   declared size (computed with Python integers, so it cannot overflow) against the
-  bytes present, and a compressed ``.npz`` member's size against the archive's
-  declared size and the memory budget, so a decompression bomb is refused before it
-  is inflated.
+  bytes present, and compressed data's declared size against what its compressed
+  bytes can hold (deflate's ratio is at most 1032:1) and the memory budget, so a
+  decompression bomb is refused before it is inflated, and inflating stops at the
+  declared size.
 
 Problems raise the caller's error class (``DataError`` by default) with one line
 ``"<origin>: <problem>"``. Imports only numpy.
@@ -65,7 +66,7 @@ def os_error(origin: str, exc: OSError, error: type[NnbackError] = DataError) ->
 
 def _check_regular(mode: int, origin: str, error: type[NnbackError]) -> None:
     if not stat.S_ISREG(mode):
-        kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
         raise error(f"{origin}: is {kind}, expected a regular file")
 
 

@@ -98,16 +98,25 @@ def test_gzip_idx_bomb_stops_at_the_declared_size(tmp_path):
         read_idx(tmp_path / "bomb.gz", "f")
 
 
-@pytest.mark.parametrize("dims", [(2**32 - 1,) * 3, (2**31, 2**31, 4), (65536, 65536, 65536, 65536)])
+@pytest.mark.parametrize("dims", [(2**32 - 1,) * 3, (2**31, 2**31, 4), (65536, 65536, 65536, 65536),
+                                  (0, 2**32 - 1, 2**32 - 1, 2**32 - 1)])
 def test_idx_header_sizes_that_overflow_int64(tmp_path, dims):
     header = struct.pack(f">2xBB{len(dims)}I", 0x08, len(dims), *dims)
+    for name, data in (("raw", header + bytes(16)), ("gz", gzip.compress(header + bytes(16)))):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DataError, match=r"^f: the header declares an impossible shape \("):
+            read_idx(tmp_path / name, "f")
+
+
+def test_idx_header_declaring_more_than_the_file(tmp_path):
+    header = struct.pack(">2xBB2I", 0x08, 2, 2**20, 2**20)
     (tmp_path / "raw").write_bytes(header + bytes(16))
-    with pytest.raises(DataError, match=r"^f: truncated: the IDX header promises \d+ bytes of data, "
-                                        r"found 16$"):
+    with pytest.raises(DataError, match=r"^f: truncated: the IDX header promises 1099511627776 bytes of "
+                                        r"data, found 16$"):
         read_idx(tmp_path / "raw", "f")
     (tmp_path / "gz").write_bytes(gzip.compress(header + bytes(16)))
-    with pytest.raises(DataError, match=r"^f: the IDX header: declares \d+ bytes uncompressed, more than its "
-                                        r"\d+ compressed bytes can hold$"):
+    with pytest.raises(DataError, match=r"^f: the IDX header: declares 1099511627776 bytes uncompressed, "
+                                        r"more than its \d+ compressed bytes can hold$"):
         read_idx(tmp_path / "gz", "f")
 
 
@@ -156,12 +165,14 @@ def test_npz_bomb_is_refused_before_inflating(tmp_path):
 
 
 def test_npz_member_whose_header_lies_about_its_shape(tmp_path):
-    with zipfile.ZipFile(tmp_path / "l.npz", "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("X.npy", _lying_npy((2**62, 2**62)))
-        archive.writestr("y.npy", _npy_bytes(np.zeros(1)))
-    with pytest.raises(DataError, match=r"^f: X: truncated: the header promises \d+ bytes of data, "
-                                        r"found 64$"):
-        read_npz(tmp_path / "l.npz", "f", "X", "y")
+    for shape, message in (((2**62, 2**62), r"the header declares an impossible shape"),
+                           ((2**20, 2**20), r"truncated: the header promises 8796093022208 bytes of data, "
+                                            r"found 64$")):
+        with zipfile.ZipFile(tmp_path / "l.npz", "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("X.npy", _lying_npy(shape))
+            archive.writestr("y.npy", _npy_bytes(np.zeros(1)))
+        with pytest.raises(DataError, match=rf"^f: X: {message}"):
+            read_npz(tmp_path / "l.npz", "f", "X", "y")
 
 
 def test_npz_with_another_compression_method(tmp_path):
