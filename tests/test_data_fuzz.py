@@ -23,6 +23,9 @@ from nnback.data.load import DataMeta
 from nnback.data.preprocess import Preprocessor
 from nnback.errors import DataError
 
+# numpy warnings would be extra lines on stderr: each must be handled, not printed.
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
+
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 

@@ -22,6 +22,9 @@ from nnback.data.files import read_csv, read_npy, read_npz
 from nnback.data.idx import idx_bytes, read_idx
 from nnback.errors import DataError
 
+# numpy warnings would be extra lines on stderr: each must be handled, not printed.
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
+
 READERS = {
     "csv": lambda p: read_csv(p, "f", "y", None),
     "npz": lambda p: read_npz(p, "f", "X", "y"),
@@ -195,6 +198,13 @@ def test_float64_beyond_float32_is_named_like_nan_and_inf(tmp_path):
     np.savez(tmp_path / "big.npz", X=np.array([[1.0, -1e300]]), y=np.array([0.5]))
     with pytest.raises(DataError, match=r"^big.npz: X\[0, 1\]: value is -1e\+300, beyond the float32 range"):
         read_npz(tmp_path / "big.npz", "big.npz", "X", "y").check_finite()
+
+
+def test_float16_inf_is_found(tmp_path):
+    """Found by fuzzing: comparing float16 values with the float32 limit overflowed to inf."""
+    np.savez(tmp_path / "h.npz", X=np.array([[1, np.inf]], np.float16), y=np.array([0]))
+    with pytest.raises(DataError, match=r"^h.npz: X\[0, 1\]: value is inf$"):
+        read_npz(tmp_path / "h.npz", "h.npz", "X", "y").check_finite()
 
 
 def test_regression_target_beyond_float32(tmp_path):

@@ -25,6 +25,9 @@ from nnback.errors import NnbackError
 from nnback.runfolder.checkpoint import load_checkpoint, save_checkpoint
 from nnback.runfolder.jsonl import read_jsonl
 
+# numpy warnings would be extra lines on stderr: each must be handled, not printed.
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
+
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 

@@ -16,6 +16,9 @@ from test_runs import make_run
 
 from nnback.runfolder.checkpoint import load_checkpoint, save_checkpoint
 
+# numpy warnings would be extra lines on stderr: each must be handled, not printed.
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
+
 
 @pytest.fixture
 def model_file(tmp_path, completed_run):

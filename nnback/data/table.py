@@ -16,7 +16,8 @@ import numpy as np
 from nnback.errors import DataError
 
 CHUNK_BYTES = 1 << 22
-FLOAT32_MAX = float(np.finfo(np.float32).max)
+# A numpy float64, so comparing float16 values with it promotes them instead of overflowing.
+FLOAT32_MAX = np.float64(np.finfo(np.float32).max)
 
 
 @dataclass
