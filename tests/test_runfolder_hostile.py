@@ -104,6 +104,13 @@ def test_weights_that_are_not_finite_are_refused(model_file, values):
               f"{model_file}: weights 0.W hold NaN or inf (or values too large for float32)")
 
 
+@pytest.mark.parametrize("meta", ["[" * 100_000, '{"checksum": 1}', "{", ""])
+def test_checkpoint_meta_that_is_not_ours(tmp_path, meta):
+    np.savez(tmp_path / "m.npz", meta=np.array(meta), w=np.zeros(2))
+    one_error(invoke("predict", tmp_path / "m.npz", tmp_path / "in.npy"),
+              f"{tmp_path / 'm.npz'}: invalid 'meta' entry (file corrupted)")
+
+
 @pytest.mark.parametrize("replace", ["fifo", "folder", "device", "garbage", "empty zip"])
 def test_model_file_that_is_not_a_model(model_file, replace):
     model_file.unlink()
@@ -118,8 +125,7 @@ def test_model_file_that_is_not_a_model(model_file, replace):
         model_file.write_bytes(b"PK\x03\x04" + bytes(100))
     else:
         np.savez(model_file)
-    target = model_file if replace != "folder" else model_file
-    result = invoke("predict", target, model_file.parent / "in.npy")
+    result = invoke("predict", model_file, model_file.parent / "in.npy")
     assert result.exit_code == 2 and len(result.output.splitlines()) == 1, result.output
 
 

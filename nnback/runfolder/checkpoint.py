@@ -103,7 +103,7 @@ def _load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any
         raise _Unreadable(f"no {META_KEY!r} entry (not an nnback checkpoint)")
     try:
         meta = json.loads(text.item()) if text.ndim == 0 and text.dtype.kind == "U" else None
-    except ValueError:
+    except (ValueError, RecursionError):
         meta = None
     if not isinstance(meta, dict) or not isinstance(meta.get(CHECKSUM_KEY), str):
         raise _Unreadable(f"invalid {META_KEY!r} entry (file corrupted)")
