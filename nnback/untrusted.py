@@ -57,6 +57,12 @@ def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def shown(names) -> str:
+    """Names from a file, comma-separated for a message; any with a control character
+    (a newline would break the one-line message) in quotes with escapes."""
+    return ", ".join(name if name.isprintable() else repr(name) for name in names)
+
+
 def os_error(origin: str, exc: OSError, error: type[NnbackError] = DataError) -> NnbackError:
     """The one-line error for a file that cannot be opened or read."""
     if isinstance(exc, FileNotFoundError):
@@ -219,7 +225,7 @@ def load_npz(path: str | os.PathLike, origin: str, keys: list[str] | None = None
                 members = {name.removesuffix(".npy"): archive.getinfo(name) for name in archive.namelist()}
                 for key in keys or []:
                     if key not in members:
-                        raise error(f"{origin}: no array '{key}' (arrays: {', '.join(members) or 'none'})")
+                        raise error(f"{origin}: no array '{key}' (arrays: {shown(members) or 'none'})")
                 return {key: _member(archive, members[key], f"{origin}: {key}", size, error)
                         for key in (keys if keys is not None else members)}
         except _ZIP_ERRORS as exc:

@@ -257,6 +257,17 @@ def test_duplicate_column_names_are_named(tmp_path):
         read_csv(tmp_path / "e.csv", "e.csv", "y", ["a"])
 
 
+def test_column_names_with_control_characters(tmp_path):
+    """Found by fuzzing: a quoted newline in a name split the error message in two."""
+    (tmp_path / "q.csv").write_text('"a\nb",y\n1,0\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"^q.csv: row 1: column name 'a\\nb' holds a control character$"):
+        read_csv(tmp_path / "q.csv", "q.csv", "y", None)
+    with zipfile.ZipFile(tmp_path / "k.npz", "w") as archive:
+        archive.writestr("x\ny.npy", _npy_bytes(np.zeros(2)))
+    with pytest.raises(DataError, match=r"^k.npz: no array 'X' \(arrays: 'x\\ny'\)$"):
+        read_npz(tmp_path / "k.npz", "k.npz", "X", "y")
+
+
 def test_byte_order_mark_is_not_part_of_the_first_name(tmp_path):
     (tmp_path / "bom.csv").write_bytes("\ufeffa,b,y\n1,2,0\n3,4,1\n".encode("utf-8"))
     table = read_csv(tmp_path / "bom.csv", "bom.csv", "y", ["a", "b"])

@@ -15,7 +15,7 @@ import numpy as np
 from nnback.data.mapped import MappedNpy
 from nnback.data.table import Table, check_rows
 from nnback.errors import DataError
-from nnback.untrusted import load_npy, load_npz, open_regular, os_error
+from nnback.untrusted import load_npy, load_npz, open_regular, os_error, shown
 
 
 def read_csv(path: Path, origin: str, target: str | None, features: list[str] | None,
@@ -39,7 +39,7 @@ def read_csv(path: Path, origin: str, target: str | None, features: list[str] | 
     names = features if features is not None else [h for h in header if h != target]
     for name in names + ([target] if target is not None else []):
         if name not in header:
-            raise DataError(f"{origin}: no column '{name}' (columns: {', '.join(header)})")
+            raise DataError(f"{origin}: no column '{name}' (columns: {shown(header)})")
     if not names:
         raise DataError(f"{origin}: no feature columns besides '{target}'")
     lines = np.asarray(lines)
@@ -87,11 +87,15 @@ def _read_rows(path: Path, origin: str) -> tuple[list[str], list[list[str]], lis
 
 
 def _check_header(header: list[str], origin: str) -> None:
-    """Refuse a first row that is data rather than column names, and repeated names."""
+    """Refuse a first row that is data rather than column names, names holding control
+    characters (a quoted newline), and repeated names."""
     if all(_is_number(name) for name in header):
         raise DataError(f"{origin}: row 1 holds only numbers, but the first row must be a header "
                         f"naming the columns (e.g. {','.join(f'x{j}' for j in range(min(len(header), 3)))}"
                         f"{',...' if len(header) > 3 else ''}); add one")
+    odd = [name for name in header if not name.isprintable()]
+    if odd:
+        raise DataError(f"{origin}: row 1: column name {odd[0]!r} holds a control character")
     seen, repeated = set(), []
     for name in header:
         if name in seen and name not in repeated:
