@@ -20,6 +20,7 @@ Problems raise the caller's error class (``DataError`` by default) with one line
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import lzma
 import math
@@ -27,6 +28,7 @@ import os
 import stat
 import struct
 import tokenize
+import warnings
 import zipfile
 import zlib
 from typing import BinaryIO
@@ -163,6 +165,16 @@ def array_nbytes(shape: tuple, dtype: np.dtype, origin: str, error: type[NnbackE
     return math.prod(shape) * dtype.itemsize
 
 
+@contextlib.contextmanager
+def _quiet_header_parsing():
+    """numpy parses a header's text as a Python literal: an odd escape in it would
+    print a DeprecationWarning or SyntaxWarning line; the header is checked anyway."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", SyntaxWarning)
+        yield
+
+
 def read_npy_header(f: BinaryIO, origin: str, available: int,
                     error: type[NnbackError] = DataError) -> tuple[tuple, bool, np.dtype, int]:
     """Read and check the header of the ``.npy`` data at ``f``'s position.
@@ -182,7 +194,8 @@ def read_npy_header(f: BinaryIO, origin: str, available: int,
         version = np.lib.format.read_magic(f)
         if version not in _HEADER_READERS:
             raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
-        shape, fortran, dtype = _HEADER_READERS[version](f)
+        with _quiet_header_parsing():
+            shape, fortran, dtype = _HEADER_READERS[version](f)
     except _HEADER_ERRORS as exc:
         raise error(f"{origin}: not a readable .npy array ({_one_line(exc)})") from None
     header = f.tell() - start
@@ -201,7 +214,8 @@ def load_npy(path: str | os.PathLike, origin: str, error: type[NnbackError] = Da
         read_npy_header(f, origin, file_size(f), error)
         f.seek(0)
         try:
-            return np.load(f, allow_pickle=False)
+            with _quiet_header_parsing():
+                return np.load(f, allow_pickle=False)
         except (ValueError, EOFError, OSError) as exc:
             raise error(f"{origin}: not a readable .npy file ({_one_line(exc)})") from None
 
@@ -256,4 +270,5 @@ def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, archive
     with archive.open(info) as member:
         read_npy_header(member, where, info.file_size, error)
     with archive.open(info) as member:
-        return np.lib.format.read_array(member, allow_pickle=False)
+        with _quiet_header_parsing():
+            return np.lib.format.read_array(member, allow_pickle=False)

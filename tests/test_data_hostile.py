@@ -152,6 +152,17 @@ def test_npy_header_declaring_more_than_the_file(tmp_path, shape):
             read_npy(tmp_path / "x.npy", "f", mmap=mmap)
 
 
+@pytest.mark.filterwarnings("error")
+def test_npy_header_with_an_odd_escape_prints_no_warning(tmp_path):
+    """Found by fuzzing: numpy evaluates the header text, and '\\S' in it warned."""
+    header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (2,), 'x': '\\S'}"
+    header += b" " * (117 - len(header)) + b"\n"
+    magic = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little")
+    (tmp_path / "w.npy").write_bytes(magic + header + bytes(16))
+    with pytest.raises(DataError, match=r"^w.npy: not a readable .npy array \(Header does not contain"):
+        read_npy(tmp_path / "w.npy", "w.npy")
+
+
 def test_npz_bomb_is_refused_before_inflating(tmp_path):
     """A deflated member declaring 2 GiB of zeros, its stored sizes edited to match."""
     with zipfile.ZipFile(tmp_path / "b.npz", "w", zipfile.ZIP_DEFLATED) as archive:
