@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from nnback.build import EVAL_BATCH, build_loss, build_network, predicted_classes
-from nnback.config.schema import Experiment, LinearSpec
+from nnback.config.schema import Experiment
 from nnback.data import DataMeta, Preprocessor, labels_from_indices
 from nnback.errors import CheckpointError, DataError
 from nnback.layers.activations import sigmoid
+from nnback.registry import LOSSES
 from nnback.runfolder.checkpoint import load_checkpoint
 from nnback.runfolder.snapshot import restore_arrays, role_arrays
 
@@ -97,7 +98,7 @@ class Predictor:
     @property
     def probabilistic(self) -> bool:
         """True when the loss makes the scores probabilities (``predict_proba`` works)."""
-        return self.exp.loss.type in ("softmax_cross_entropy", "bce_with_logits")
+        return LOSSES[self.exp.loss.type].spec.probabilities
 
 
 def load(path: str | Path) -> Predictor:
@@ -139,11 +140,11 @@ def load(path: str | Path) -> Predictor:
 
 
 def _check_network_size(exp: Experiment, data: DataMeta, arrays: dict, weights: Path) -> None:
-    """Refuse a config whose weight matrices would hold more values than the file
-    stores, before building the network allocates them."""
+    """Refuse a config whose linear layers' weight matrices would hold more values than
+    the file stores, before building the network allocates them."""
     stored = sum(array.size for array in role_arrays(arrays, "model").values())
     widths = [data.n_features] + [data.n_outputs if spec.units == "auto" else spec.units
-                                  for spec in exp.model.layer_specs() if isinstance(spec, LinearSpec)]
+                                  for spec in exp.model.layer_specs() if spec.type == "linear"]
     if any(a * b > stored for a, b in pairwise(widths)):
         raise CheckpointError(f"{weights}: weights do not fit the saved config: its layers of "
                               f"{' -> '.join(map(str, widths))} units need more values than the "
