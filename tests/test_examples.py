@@ -116,3 +116,22 @@ def test_mnist_cnn_validates_and_trains_on_synthetic_idx_files(tmp_path):
     predicted = invoke("predict", tmp_path / "run", data / "t10k-images-idx3-ubyte.gz")
     assert predicted.exit_code == 0, predicted.output
     assert len(predicted.stdout.splitlines()) == 1 + 32  # header, one row per image
+
+
+def test_saved_convnet_with_huge_layers_is_refused_before_building(tmp_path):
+    from nnback.runfolder.checkpoint import load_checkpoint, save_checkpoint
+
+    data = tmp_path / "mnist"
+    write_synthetic_mnist(data)
+    result = invoke("train", "config/mnist-cnn.yaml", "--set", f"data.dir={data}", "--set",
+                    "train.epochs=2", "--out", tmp_path / "run", "--quiet")
+    assert result.exit_code == 0, result.output
+    for index, key in ((0, "channels"), (7, "units")):  # a convolution; the linear after flatten
+        arrays, meta = load_checkpoint(tmp_path / "run" / "model.npz")
+        meta["config"]["model"]["layers"][index][key] = 10**9
+        edited = tmp_path / f"{key}.npz"
+        save_checkpoint(edited, arrays, meta)
+        refused = invoke("predict", edited, data / "t10k-images-idx3-ubyte.gz")
+        assert refused.exit_code == 2
+        assert "weights do not fit the saved config" in refused.stderr
+        assert "more values than the" in refused.stderr
