@@ -63,7 +63,7 @@ def train(config: str | Path, *, overrides=(), out: str | Path | None = None, re
         remove_temp_files(run_dir)
         remove_temp_files(run_dir / "checkpoints")
         trainer.open(run_dir)
-        state_bytes = sum(a.nbytes for a in trainer.checkpoint_arrays().values())
+        state_bytes = sum(a.nbytes for a in trainer.state.arrays().values())
         check_free_space(run_dir, (exp.train.checkpoint.keep + 4) * state_bytes + (1 << 20))
         if resume and _resume(trainer, console):
             return _finish(trainer, trainer.progress.status) if _outputs_missing(run_dir) else EXIT_OK
