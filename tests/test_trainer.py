@@ -50,3 +50,28 @@ def test_a_restored_state_continues_with_the_same_numbers(write_config, tmp_path
     for name, array in arrays.items():
         np.testing.assert_array_equal(again[name], array, err_msg=name)
     assert second.rng.random() == first.rng.random()
+
+
+def test_a_float64_run_trains_resumes_and_predicts(write_config, tmp_path):
+    """``model.dtype: float64`` end to end: train (diagnostics recorded), stop, resume,
+    and the saved weights and predictions are float64."""
+    from typer.testing import CliRunner
+
+    from nnback.cli import app
+
+    cfg = write_config({"model": {"dtype": "float64"}, "train": {"epochs": 14}})
+    run = tmp_path / "run"
+
+    def invoke(*args):
+        return CliRunner().invoke(app, [str(a) for a in args])
+
+    done = invoke("train", cfg, "--out", run, "-q")
+    assert done.exit_code == 0, done.output
+    with np.load(run / "model.npz", allow_pickle=False) as saved:
+        assert {saved[k].dtype for k in saved.files if k.startswith("model/")} == {np.dtype("float64")}
+    assert (run / "diagnostics.jsonl").stat().st_size > 0
+    inputs = tmp_path / "x.npy"
+    np.save(inputs, np.zeros((3, 2), np.float32))
+    predicted = invoke("predict", run, inputs)
+    assert predicted.exit_code == 0, predicted.output
+    assert len(predicted.stdout.splitlines()) == 4  # header and three rows

@@ -114,7 +114,8 @@ class Trainer:
         if spec is not None:
             self.diagnostics = DiagnosticsRecorder(self.run_dir / "diagnostics.jsonl", every=spec.every,
                                                    warn=self.console.warn)
-        self._batch_x = np.empty((self.exp.train.batch_size, self.bundle.n_features), dtype=self.model.dtype)
+        # Batches are gathered in the splits' float32; the model casts them to its dtype.
+        self._batch_x = np.empty((self.exp.train.batch_size, self.bundle.n_features), dtype=np.float32)
         self._segment_started = time.monotonic()
         p = self.progress
         try:
