@@ -148,3 +148,47 @@ def test_resume_refuses_a_changed_config(reference, tmp_path):
     assert result.exit_code == 2
     assert result.stderr == (f"error: {run}: the saved config differs in optimizer.lr; "
                              f"add --force to resume anyway\n")
+
+
+def test_stop_at_an_epoch_boundary_then_resume_logs_that_epochs_learning_rate(reference, tmp_path,
+                                                                            monkeypatch):
+    """Stopped after the last step of an epoch, before its evaluation: the resumed run
+    logs that evaluation with the learning rate of the step just taken (cosine schedule)."""
+    config, ref = reference
+    train_on_batch = Trainer._train_on_batch
+
+    def stop_at_epoch_end(self, idx):
+        train_on_batch(self, idx)
+        if self.progress.epoch == STOP_AFTER - 1 and self.progress.batch == self.steps_in_epoch:
+            self.stop_reason = "SIGTERM"
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_train_on_batch", stop_at_epoch_end)
+        stopped = invoke("train", config, "--out", run, "-q")
+    assert stopped.exit_code == EXIT_SIGTERM
+    assert len(metrics(run)) == STOP_AFTER - 1
+    resume_to_the_end(config, run, ref)
+
+
+def test_the_summary_counts_the_time_of_every_segment(reference, tmp_path, monkeypatch):
+    config, _ = reference
+    evaluate = Trainer._evaluate
+
+    def stop_after_epoch(self):
+        record = evaluate(self)
+        if self.progress.epoch == STOP_AFTER and self.progress.batch == 0:
+            self.stop_reason = "SIGTERM"
+        return record
+
+    clock = iter(range(0, 10 ** 6, 10))  # every reading of the clock is 10 s after the last
+    monkeypatch.setattr("nnback.train.trainer.time.monotonic", lambda: next(clock))
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_evaluate", stop_after_epoch)
+        assert invoke("train", config, "--out", run, "-q").exit_code == EXIT_SIGTERM
+    first = json.loads((run / "summary.json").read_text())["wall_seconds"]
+    assert invoke("train", config, "--out", run, "--resume", "-q").exit_code == 0
+    total = json.loads((run / "summary.json").read_text())["wall_seconds"]
+    assert first > 0
+    assert total > first + 10 * 6 * (6 - STOP_AFTER)  # ten seconds a step, at the least

@@ -79,7 +79,7 @@ class Trainer:
         self.stop_reason: str | None = None  # set by a signal handler: "SIGTERM" / "SIGINT"
         self.diagnostics = None  # a DiagnosticsRecorder while fit() runs, if configured
         self._batch_x = None  # the reused (batch_size, D) input buffer while fit() runs
-        self._segment_started = 0.0  # time.monotonic() when this process's fit() began
+        self._clock_mark = time.monotonic()  # when progress.train_seconds was last brought up to date
         self._last_checkpoint = time.monotonic()
         self._step_seconds = 0.0
         self._checkpoint_seconds = 0.5
@@ -116,7 +116,7 @@ class Trainer:
                                                    warn=self.console.warn)
         # Batches are gathered in the splits' float32; the model casts them to its dtype.
         self._batch_x = np.empty((self.exp.train.batch_size, self.bundle.n_features), dtype=np.float32)
-        self._segment_started = time.monotonic()
+        self._clock_mark = time.monotonic()
         p = self.progress
         try:
             # Non-finite values are detected and reported by the loop, not by numpy warnings.
@@ -124,7 +124,7 @@ class Trainer:
                 while p.status == "running" and p.epoch < self.exp.train.epochs:
                     self._run_epoch()
         finally:
-            p.train_seconds += time.monotonic() - self._segment_started
+            self._clock()
             self.metrics.close()
             if self.diagnostics is not None:
                 self.diagnostics.close()
@@ -254,8 +254,9 @@ class Trainer:
         if "val" in self.splits:
             val = evaluate(self.model, self.loss_fn, self.splits["val"], self.classification)
             record.update((f"val_{k}", v) for k, v in val.items())
-        seconds = p.train_seconds + time.monotonic() - self._segment_started
-        record.update(lr=self.optimizer.lr, seconds=round(seconds, 3),
+        seconds = self._clock()
+        # The rate of the last step taken (the optimizer's own lr is not restored by a resume).
+        record.update(lr=self.lr_at(p.step - 1), seconds=round(seconds, 3),
                       samples_per_second=round(p.samples / seconds, 1) if seconds > 0 else None)
         return record
 
@@ -279,6 +280,7 @@ class Trainer:
 
     def _save_best(self) -> None:
         """Write best.npz; keep its weights in memory when early stopping will want them."""
+        self._clock()
         arrays = self.state.arrays()
         if self.exp.train.early_stopping is not None:
             self.best_weights = TrainingState.weights(arrays)
@@ -289,9 +291,17 @@ class Trainer:
     def save_checkpoint(self) -> None:
         started = time.monotonic()
         self._require_finite_weights()
+        self._clock()
         self.store.save(self.progress.step, self.state.arrays(), self.state.meta())
         self._last_checkpoint = time.monotonic()
         self._checkpoint_seconds = self._last_checkpoint - started
+
+    def _clock(self) -> float:
+        """Bring ``progress.train_seconds`` (all segments of the run) up to now; return it."""
+        now = time.monotonic()
+        self.progress.train_seconds += now - self._clock_mark
+        self._clock_mark = now
+        return self.progress.train_seconds
 
     def _require_finite_weights(self) -> None:
         for name, param, _ in self.model.parameters():
