@@ -248,7 +248,8 @@ def test_time_budget_stops_cleanly_and_resume_is_exact(medium, nnback, tmp_path)
 
 
 def copy_run(reference: Path, run: Path) -> CheckpointStore:
-    """Copy a run folder, keeping ``last.npz`` a hard link to the newest step file."""
+    """Copy a run folder, with ``last.npz`` a hard link to the newest step file (as
+    earlier versions wrote it)."""
     shutil.copytree(reference, run)
     store = CheckpointStore(run)
     store.last_path.unlink()

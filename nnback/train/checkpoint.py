@@ -9,19 +9,16 @@ damaged file is detected instead of resumed from.
 Folder layout managed by ``CheckpointStore``::
 
     checkpoints/step-000000120.npz   the last ``keep`` saves
-    checkpoints/last.npz             hard link to (or copy of) the newest save
+    checkpoints/last.npz             an independent copy of the newest save
     checkpoints/best.npz             the best weights so far
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import json
 import os
 import re
-import secrets
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,14 +27,12 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from nnback.errors import CheckpointError
-from nnback.atomic import TEMP_SUFFIX, atomic_save_npz, atomic_write, fsync_dir, io_error, remove_file
+from nnback.atomic import atomic_save_npz, atomic_write, io_error, remove_file
 
 META_KEY = "meta"
 CHECKSUM_KEY = "checksum"
 
 _STEP_FILE = re.compile(r"step-(\d{9,})\.npz")
-# os.link fails with these where the file system has no hard links: copy instead.
-_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS, errno.EXDEV}
 
 
 class _Unreadable(Exception):
@@ -196,17 +191,20 @@ class CheckpointStore:
             raise io_error(self.dir, exc) from exc
 
     def save(self, step: int, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Path:
-        """Save ``step-{step}.npz``, point ``last.npz`` at it, delete saves beyond ``keep``.
+        """Save ``step-{step}.npz``, copy it to ``last.npz``, delete saves beyond ``keep``.
 
-        Each stage is atomic: a kill at any moment leaves ``last.npz`` naming a complete
-        checkpoint (the new one or the previous one). Returns the new file's path.
+        Each stage is atomic: a kill at any moment leaves ``last.npz`` a complete
+        checkpoint (the new one or the previous one). ``last.npz`` is a file of its own,
+        not a link, so the ``keep`` step files and it are independent copies: damage to
+        one never reaches another. Returns the new file's path.
         """
         if step < 0:
             raise ValueError(f"step must be >= 0 (got {step})")
         self._make_dir()
         path = self.step_path(step)
         save_checkpoint(path, arrays, meta)
-        self._point_last_at(path)
+        with open(path, "rb") as src:
+            atomic_write(self.last_path, lambda dst: shutil.copyfileobj(src, dst))
         for old in self.step_paths()[self.keep:]:
             if old != path:
                 remove_file(old)
@@ -218,30 +216,11 @@ class CheckpointStore:
         save_checkpoint(self.best_path, arrays, meta)
         return self.best_path
 
-    def _point_last_at(self, path: Path) -> None:
-        """Make ``last.npz`` the same file as ``path``: a hard link renamed into place."""
-        tmp = self.dir / f".{self.last_path.name}.{secrets.token_hex(8)}{TEMP_SUFFIX}"
-        try:
-            os.link(path, tmp)
-        except OSError as exc:
-            if exc.errno not in _NO_HARD_LINKS:
-                raise io_error(self.last_path, exc) from exc
-            with open(path, "rb") as src:
-                atomic_write(self.last_path, lambda dst: shutil.copyfileobj(src, dst))
-            return
-        try:
-            os.replace(tmp, self.last_path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise io_error(self.last_path, exc) from exc
-        fsync_dir(self.dir)
-
     def load_latest(self) -> LatestCheckpoint | None:
         """The newest readable checkpoint: ``last.npz``, else ``step-*.npz`` newest first.
 
-        Unreadable files are skipped and listed in ``skipped``. A file met twice (``last``
-        is a hard link to the newest step file) is read only once.
+        Unreadable files are skipped and listed in ``skipped``. A file met twice (a
+        hard link left by an older version) is read only once.
 
         Returns:
             ``None`` when there is no checkpoint at all.
