@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -16,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from nnback.config import load_config
 from nnback.data import load_data
-from nnback.errors import EXIT_IO, EXIT_LOCKED, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIME_LIMIT, EXIT_USAGE
+from nnback.errors import (EXIT_IO, EXIT_LOCKED, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIME_LIMIT,
+                           EXIT_USAGE)
 from nnback.atomic import TEMP_SUFFIX
 from nnback.train.checkpoint import CheckpointStore
 from nnback.train.console import Console
@@ -199,10 +202,11 @@ def test_a_skipped_batch_leaves_the_running_statistics_as_they_were(write_config
         np.testing.assert_array_equal(array, before[name], err_msg=name)
 
 
-# --- SIGTERM / SIGINT and the time budget ---------------------------------------------------
+# --- SIGTERM / SIGINT / SIGHUP and the time budget ---------------------------------------------------
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, EXIT_SIGTERM), (signal.SIGINT, EXIT_SIGINT)])
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, EXIT_SIGTERM), (signal.SIGINT, EXIT_SIGINT),
+                                       (signal.SIGHUP, EXIT_SIGHUP)])
 def test_signal_stops_with_checkpoint_and_resume_is_exact(medium, nnback, nnback_start, tmp_path,
                                                           sig, code):
     cfg, reference = medium
@@ -224,6 +228,30 @@ def test_signal_stops_with_checkpoint_and_resume_is_exact(medium, nnback, nnback
     resume_to_end(nnback, cfg, run)
     assert_same_model(run, reference)
     assert metric_rows(run) == metric_rows(reference)
+
+
+def test_the_printed_command_continues_a_run_started_without_out(tiny, nnback_start, tmp_path):
+    """After Ctrl-C, the last line names the command that continues the run (in the
+    folder nnback chose), and that command, run as printed, resumes it."""
+    cfg, _ = tiny
+    slow = tmp_path / "slow.yaml"
+    config = yaml.safe_load(cfg.read_text())
+    config["train"]["epochs"] = 100_000
+    config["output"] = {"dir": "runs"}
+    slow.write_text(yaml.safe_dump(config))
+    proc = nnback_start("train", slow.name, "--set", "seed=3")
+    wait_for_training(proc)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == EXIT_SIGINT, stderr
+    command = shlex.split(stdout.splitlines()[-1].split("continue with: ")[1])
+    run = next((tmp_path / "runs" / "tiny").iterdir()).relative_to(tmp_path)
+    assert command == ["nnback", "train", slow.name, "--set", "seed=3", "--out", str(run), "--resume"]
+    resumed = nnback_start(*command[1:])
+    assert next(resumed.stdout).startswith(f"resuming from {run}")
+    wait_for_training(resumed)
+    resumed.send_signal(signal.SIGTERM)
+    assert resumed.wait(timeout=30) == EXIT_SIGTERM
 
 
 def test_time_budget_stops_cleanly_and_resume_is_exact(medium, nnback, tmp_path):

@@ -11,6 +11,7 @@ import contextlib
 import datetime
 import json
 import os
+import shlex
 import signal
 import time
 from pathlib import Path
@@ -20,8 +21,8 @@ import yaml
 from nnback.config import load_config, read_yaml
 from nnback.config.diff import differing_keys
 from nnback.data import load_data
-from nnback.errors import (EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIME_LIMIT, ConfigError,
-                           NnbackError, RunIOError)
+from nnback.errors import (EXIT_OK, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIME_LIMIT,
+                           ConfigError, NnbackError, RunIOError)
 from nnback.atomic import atomic_write_json, atomic_write_text, remove_temp_files
 from nnback.train.checkpoint import save_checkpoint
 from nnback.train.divergence import Diverged
@@ -33,6 +34,9 @@ from nnback.config.timeparse import parse_duration
 from nnback.train.trainer import Trainer
 
 DONE = ("completed", "early_stopped")
+# The signals that stop a run cleanly, and the exit code of each (128 + its number).
+STOP_SIGNALS = {signal.SIGHUP: ("SIGHUP", EXIT_SIGHUP), signal.SIGINT: ("SIGINT", EXIT_SIGINT),
+                signal.SIGTERM: ("SIGTERM", EXIT_SIGTERM)}
 
 
 def train(config: str | Path, *, overrides=(), out: str | Path | None = None, resume: bool = False,
@@ -63,17 +67,19 @@ def train(config: str | Path, *, overrides=(), out: str | Path | None = None, re
         remove_temp_files(run_dir)
         remove_temp_files(run_dir / "checkpoints")
         trainer.open(run_dir)
+        resume_command = _resume_command(config, overrides, run_dir, max_time)
         state_bytes = sum(a.nbytes for a in trainer.state.arrays().values())
         check_free_space(run_dir, (exp.train.checkpoint.keep + 4) * state_bytes + (1 << 20))
         if resume and _resume(trainer, console):
-            return _finish(trainer, trainer.progress.status) if _outputs_missing(run_dir) else EXIT_OK
+            return (_finish(trainer, trainer.progress.status, resume_command)
+                    if _outputs_missing(run_dir) else EXIT_OK)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
         try:
             with _stop_on_signals(trainer):
                 console.info(f"run folder {run_dir}  ({trainer.model.num_parameters():,} parameters, "
                              f"{len(bundle.train)} training samples)")
                 status = trainer.fit()
-            return _finish(trainer, status)
+            return _finish(trainer, status, resume_command)
         except Diverged as exc:
             _write_summary(trainer, "diverged", exc.exit_code, error=str(exc))
             raise
@@ -124,8 +130,23 @@ def _resume(trainer: Trainer, console) -> bool:
     return False
 
 
-def _finish(trainer: Trainer, status: str) -> int:
-    """Write the final weights, checkpoint and summary; return the exit code."""
+def _resume_command(config, overrides, run_dir: Path, max_time: str | None) -> str:
+    """The exact shell command that continues this run."""
+    words = ["nnback", "train", str(config)]
+    for override in overrides:
+        words += ["--set", override]
+    words += ["--out", str(run_dir), "--resume"]
+    if max_time is not None:
+        words += ["--max-time", max_time]
+    return shlex.join(words)
+
+
+def _finish(trainer: Trainer, status: str, resume_command: str) -> int:
+    """Write the final weights, checkpoint and summary; return the exit code.
+
+    Args:
+        resume_command: printed after a stop, for the user to continue the run.
+    """
     if status in DONE:
         trainer.restore_best()
         final = trainer.final_metrics()
@@ -136,12 +157,13 @@ def _finish(trainer: Trainer, status: str) -> int:
         _write_summary(trainer, status, EXIT_OK, final=final)
         trainer.console.info("done: " + " ".join(f"{k} {v:.4f}" for k, v in final.items()))
         return EXIT_OK
-    code = {"time_limit": EXIT_TIME_LIMIT}.get(status)
-    if code is None:
-        code = EXIT_SIGTERM if trainer.stop_reason == "SIGTERM" else EXIT_SIGINT
+    if status == "time_limit":
+        code = EXIT_TIME_LIMIT
+    else:
+        code = next(code for name, code in STOP_SIGNALS.values() if name == trainer.stop_reason)
     _write_summary(trainer, status, code)
     trainer.console.info(f"stopped ({status}) at epoch {trainer.progress.epoch + 1}, "
-                         f"step {trainer.progress.step}; continue with --resume")
+                         f"step {trainer.progress.step}; continue with: {resume_command}")
     return code
 
 
@@ -176,17 +198,17 @@ def _last_record(path: Path) -> dict:
 
 @contextlib.contextmanager
 def _stop_on_signals(trainer: Trainer):
-    """SIGTERM/SIGINT ask the trainer to stop after the current step; a second one kills."""
-    names = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
-    previous = {sig: signal.getsignal(sig) for sig in names}
+    """SIGTERM, SIGINT and SIGHUP (a closed terminal) ask the trainer to stop after the
+    current step; a second one kills."""
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
 
     def handler(signum, frame):
         if trainer.stop_reason is not None:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
-        trainer.stop_reason = names[signum]
+        trainer.stop_reason = STOP_SIGNALS[signum][0]
 
-    for sig in names:
+    for sig in STOP_SIGNALS:
         signal.signal(sig, handler)
     try:
         yield
