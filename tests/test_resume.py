@@ -111,10 +111,10 @@ def test_stop_request_then_resume(reference, tmp_path, monkeypatch):
     resume_to_the_end(config, run, ref)
 
 
-def test_killed_after_a_checkpoint_then_resume(reference, tmp_path):
-    config, ref = reference
-    run = tmp_path / "run"
-    shutil.copytree(ref, run)
+def killed_after_a_checkpoint(reference: Path, run: Path) -> int:
+    """``run``: the reference folder as a kill right after epoch STOP_AFTER's checkpoint
+    left it; returns the step of its best.npz."""
+    shutil.copytree(reference, run)
     checkpoints = run / "checkpoints"
     step = 6 * STOP_AFTER
     for path in checkpoints.iterdir():
@@ -128,7 +128,33 @@ def test_killed_after_a_checkpoint_then_resume(reference, tmp_path):
     best = min(metrics(run)[:STOP_AFTER], key=lambda record: record["val_loss"])
     shutil.copy(checkpoints / f"step-{best['step']:09d}.npz", checkpoints / "best.npz")
     assert len(metrics(run)) > STOP_AFTER  # lines written after the checkpoint are dropped
+    return best["step"]
+
+
+def test_killed_after_a_checkpoint_then_resume(reference, tmp_path):
+    config, ref = reference
+    run = tmp_path / "run"
+    killed_after_a_checkpoint(ref, run)
     resume_to_the_end(config, run, ref)
+
+
+@pytest.mark.parametrize("step_file_too", [False, True])
+def test_a_damaged_best_checkpoint_does_not_block_resume(reference, tmp_path, step_file_too):
+    """best.npz is taken from the step checkpoint of the same weights; without that one,
+    the best is tracked again from the resumed checkpoint (the reference's best comes
+    later, so the run still ends with the same weights)."""
+    config, ref = reference
+    run = tmp_path / "run"
+    best_step = killed_after_a_checkpoint(ref, run)
+    best = run / "checkpoints" / "best.npz"
+    best.write_bytes(best.read_bytes()[:1000])
+    if step_file_too:
+        (run / "checkpoints" / f"step-{best_step:09d}.npz").unlink()
+    result = invoke("train", config, "--out", run, "--resume", "-q")
+    assert result.exit_code == 0, result.output
+    assert f"warning: {best}: truncated or not an .npz file" in result.stderr
+    assert ("best weights so far" in result.stderr) == step_file_too
+    assert_same_run(run, ref)
 
 
 def test_resume_of_a_finished_run_changes_nothing(reference, tmp_path):

@@ -22,9 +22,9 @@ from nnback.config import load_config, read_yaml
 from nnback.config.diff import differing_keys
 from nnback.data import load_data
 from nnback.errors import (EXIT_OK, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIME_LIMIT,
-                           ConfigError, NnbackError, RunIOError)
+                           CheckpointError, ConfigError, NnbackError, RunIOError)
 from nnback.atomic import atomic_write_json, atomic_write_text, remove_temp_files
-from nnback.train.checkpoint import save_checkpoint
+from nnback.train.checkpoint import load_checkpoint, save_checkpoint
 from nnback.train.divergence import Diverged
 from nnback.train.jsonl import read_jsonl, truncate_after
 from nnback.train.lock import RunLock
@@ -113,13 +113,16 @@ def _resume(trainer: Trainer, console) -> bool:
     arrays, meta, path, _ = found
     for line in found.warnings():
         console.warn(line)
-    best = trainer.store.load_best()
     try:
-        trainer.restore(arrays, meta, best)
+        trainer.restore(arrays, meta, _load_best(trainer.store, meta, console))
     except (KeyError, ValueError) as exc:  # a config changed under --force
         raise ConfigError(f"{path}: does not fit this config ({exc.args[0]}); "
                           f"resume with the saved config or choose another --out") from None
     p = trainer.progress
+    if p.best_value is not None and trainer.best_weights is None:
+        console.warn(f"the best weights so far (epoch {p.best_epoch}) are lost; the best is "
+                     f"tracked again from this checkpoint on")
+        p.best_value, p.best_epoch, p.best_step, p.evals_since_best = None, 0, 0, 0
     if p.status in DONE:
         console.info(f"{trainer.run_dir}: the run is already {p.status}")
         return True
@@ -139,6 +142,24 @@ def _resume_command(config, overrides, run_dir: Path, max_time: str | None) -> s
     if max_time is not None:
         words += ["--max-time", max_time]
     return shlex.join(words)
+
+
+def _load_best(store, meta: dict, console) -> tuple | None:
+    """best.npz, or if it is damaged the step checkpoint written with the same weights
+    (saved again as best.npz); None if neither can be read."""
+    try:
+        return store.load_best()
+    except CheckpointError as exc:
+        damaged = str(exc)
+    best_step = meta["progress"]["best_step"]
+    try:
+        found = load_checkpoint(store.step_path(best_step))
+    except CheckpointError:
+        console.warn(f"{damaged}; ignored")
+        return None
+    console.warn(f"{damaged}; restored from {store.step_path(best_step)}, saved at the same step")
+    store.save_best(*found)
+    return found
 
 
 def _finish(trainer: Trainer, status: str, resume_command: str) -> int:
