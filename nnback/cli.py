@@ -55,21 +55,33 @@ class SplitName(str, Enum):
 
 
 def user_errors(command):
-    """Print an ``NnbackError`` as its message, no traceback, and exit with its code."""
+    """Print an ``NnbackError`` as its message, no traceback, and exit with its code.
+
+    With ``--log-format json`` each line is a JSON object ``{"time", "event": "error",
+    "message", "exit_code"}``.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         from nnback.errors import EXIT_SIGINT, NnbackError
 
+        def fail(lines, code, prefix="error: "):
+            for line in lines:
+                if kwargs.get("log_format") == LogFormat.json:
+                    from nnback.train.console import json_line
+
+                    line = json_line("error", message=line, exit_code=code)
+                else:
+                    line = prefix + line
+                typer.echo(line, err=True)
+            return typer.Exit(code)
+
         try:
             code = command(*args, **kwargs)
         except NnbackError as exc:
-            for line in str(exc).splitlines() or [type(exc).__name__]:
-                typer.echo(f"error: {line}", err=True)
-            raise typer.Exit(exc.exit_code) from None
+            raise fail(str(exc).splitlines() or [type(exc).__name__], exc.exit_code) from None
         except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(EXIT_SIGINT) from None
+            raise fail(["interrupted"], EXIT_SIGINT, prefix="") from None
         raise typer.Exit(code or 0)
 
     return wrapper

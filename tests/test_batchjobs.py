@@ -72,7 +72,7 @@ def temp_files(folder: Path) -> list[Path]:
 def wait_for_training(proc: subprocess.Popen) -> None:
     """Read stdout up to the ``run folder`` line, printed just before the first step."""
     for line in proc.stdout:
-        if line.startswith("run folder "):
+        if " run folder " in line:
             return
     proc.wait(timeout=30)
     pytest.fail(f"nnback exited with {proc.returncode} before training: {proc.stderr.read()}")
@@ -248,7 +248,7 @@ def test_the_printed_command_continues_a_run_started_without_out(tiny, nnback_st
     run = next((tmp_path / "runs" / "tiny").iterdir()).relative_to(tmp_path)
     assert command == ["nnback", "train", slow.name, "--set", "seed=3", "--out", str(run), "--resume"]
     resumed = nnback_start(*command[1:])
-    assert next(resumed.stdout).startswith(f"resuming from {run}")
+    assert f" resuming from {run}" in next(resumed.stdout)
     wait_for_training(resumed)
     resumed.send_signal(signal.SIGTERM)
     assert resumed.wait(timeout=30) == EXIT_SIGTERM
@@ -311,7 +311,7 @@ def test_damaged_last_checkpoint_falls_back_and_finishes_identically(tiny, nnbac
     newest, previous = store.step_paths()[:2]
     damage(store.last_path)  # the same file as the newest step file
     done = resume_to_end(nnback, cfg, run)
-    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning: ")]
+    warnings = [line for line in done.stderr.splitlines() if line[20:].startswith("warning: ")]
     assert len(warnings) == 2
     assert str(store.last_path) in warnings[0] and str(newest) in warnings[1]
     assert all(f"falling back to {previous}" in line for line in warnings)
@@ -330,7 +330,7 @@ def test_damaged_last_copy_falls_back_to_the_completed_step_file(tiny, nnback, t
     store.last_path.write_bytes(data[: len(data) // 3])  # no longer the step file's inode
     before = files_state(run)
     done = resume_to_end(nnback, cfg, run)
-    assert done.stderr.startswith(f"warning: {store.last_path}: ")
+    assert done.stderr[20:].startswith(f"warning: {store.last_path}: ")
     assert f"falling back to {store.step_paths()[0]}" in done.stderr
     assert "already completed" in done.stdout
     assert files_state(run) == before

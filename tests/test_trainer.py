@@ -75,3 +75,19 @@ def test_a_float64_run_trains_resumes_and_predicts(write_config, tmp_path):
     predicted = invoke("predict", run, inputs)
     assert predicted.exit_code == 0, predicted.output
     assert len(predicted.stdout.splitlines()) == 4  # header and three rows
+
+
+def test_the_console_says_when_early_stopping_ended_the_run_and_which_weights_it_kept(
+        write_config, tmp_path):
+    from typer.testing import CliRunner
+
+    from nnback.cli import app
+
+    cfg = write_config({"train": {"early_stopping": {"metric": "val_loss", "patience": 2,
+                                                     "min_delta": 100.0}}})
+    result = CliRunner().invoke(app, ["train", str(cfg), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    lines = [line[20:] for line in result.stdout.splitlines()]
+    assert "early stopping at epoch 3: val_loss did not improve for 2 evaluations" in lines
+    kept = [line for line in lines if line.startswith("keeping the weights of epoch 1, step 8 (best val_loss ")]
+    assert len(kept) == 1

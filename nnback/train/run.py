@@ -169,7 +169,15 @@ def _finish(trainer: Trainer, status: str, resume_command: str) -> int:
         resume_command: printed after a stop, for the user to continue the run.
     """
     if status in DONE:
-        trainer.restore_best()
+        p = trainer.progress
+        if status == "early_stopped":
+            stopping = trainer.exp.train.early_stopping
+            trainer.console.info(
+                f"early stopping at epoch {p.epoch if p.batch == 0 else p.epoch + 1}: "
+                f"{stopping.metric} did not improve for {stopping.patience} evaluations")
+        if trainer.restore_best():
+            trainer.console.info(f"keeping the weights of epoch {p.best_epoch}, step {p.best_step} "
+                                 f"(best {trainer.best_metric()} {p.best_value:.4f})")
         final = trainer.final_metrics()
         trainer.progress.status = status
         trainer.save_checkpoint()

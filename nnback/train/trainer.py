@@ -332,10 +332,12 @@ class Trainer:
 
     # --- the end -----------------------------------------------------------------
 
-    def restore_best(self) -> None:
-        """Put the best weights back (early stopping); a no-op without them."""
-        if self.exp.train.early_stopping is not None and self.best_weights is not None:
-            self.state.restore_weights(self.best_weights)
+    def restore_best(self) -> bool:
+        """Put the best weights back (early stopping); False, a no-op, without them."""
+        if self.exp.train.early_stopping is None or self.best_weights is None:
+            return False
+        self.state.restore_weights(self.best_weights)
+        return True
 
     def final_metrics(self) -> dict:
         """Loss (and accuracy) of the current weights on every split there is."""
