@@ -74,12 +74,23 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+def _read_arrays(path: str | os.PathLike, follow_links: bool) -> dict[str, np.ndarray]:
     """Every array of the ``.npz`` at ``path``, read fully; ``_Unreadable`` if damaged."""
     try:
-        npz = np.load(path, allow_pickle=False)
+        fd = os.open(path, os.O_RDONLY | (0 if follow_links else os.O_NOFOLLOW))
     except FileNotFoundError:
         raise _Unreadable("no such checkpoint") from None
+    except OSError as exc:
+        if os.path.islink(path):
+            raise _Unreadable("is a symbolic link, not followed") from None
+        raise _Unreadable(f"cannot read: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "rb") as f:
+        return _read_npz(f)
+
+
+def _read_npz(f) -> dict[str, np.ndarray]:
+    try:
+        npz = np.load(f, allow_pickle=False)
     except OSError as exc:
         raise _Unreadable(f"cannot read: {exc.strerror or exc}") from exc
     except Exception as exc:  # a damaged file fails inside numpy in many ways
@@ -95,9 +106,10 @@ def _read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
             raise _Unreadable(f"corrupted ({_one_line(exc)})") from exc
 
 
-def _load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def _load(path: str | os.PathLike, follow_links: bool = False) -> tuple[dict[str, np.ndarray],
+                                                                        dict[str, Any]]:
     """``load_checkpoint`` raising ``_Unreadable`` with the bare reason."""
-    arrays = _read_arrays(path)
+    arrays = _read_arrays(path, follow_links)
     text = arrays.pop(META_KEY, None)
     if text is None:
         raise _Unreadable(f"no {META_KEY!r} entry (not an nnback checkpoint)")
@@ -112,8 +124,13 @@ def _load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any
     return arrays, meta
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def load_checkpoint(path: str | os.PathLike,
+                    follow_links: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read and verify the checkpoint at ``path``.
+
+    Args:
+        follow_links: False for the files of a run folder, which are never read through
+            a symbolic link (a link is reported as unreadable).
 
     Returns:
         ``(arrays, meta)`` exactly as given to ``save_checkpoint`` (``meta`` without the
@@ -125,7 +142,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
             corrupted)"``.
     """
     try:
-        return _load(path)
+        return _load(path, follow_links)
     except _Unreadable as exc:
         raise CheckpointError(f"{os.fspath(path)}: {exc}") from exc.__cause__
 
@@ -233,7 +250,7 @@ class CheckpointStore:
         reasons: dict[tuple[int, int], str] = {}
         for path in candidates:
             try:
-                stat = os.stat(path)
+                stat = os.lstat(path)
             except FileNotFoundError:
                 continue
             identity = (stat.st_dev, stat.st_ino)
@@ -255,6 +272,6 @@ class CheckpointStore:
         Raises:
             CheckpointError: ``best.npz`` exists but is unreadable.
         """
-        if not self.best_path.exists():
+        if not os.path.lexists(self.best_path):
             return None
-        return load_checkpoint(self.best_path)
+        return load_checkpoint(self.best_path, follow_links=False)
