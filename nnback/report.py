@@ -11,6 +11,7 @@ from nnback.build import build_loss, build_network, build_optimizer, loss_target
 from nnback.config import load_config
 from nnback.data import load_data
 from nnback.gradcheck import check_model
+from nnback.train.plan import check_trainable, load_training_data
 
 
 def layer_table(model, n_features: int) -> list[tuple[str, str, int]]:
@@ -33,7 +34,8 @@ def _bytes(n: int) -> str:
 def validate_report(config: str | Path, overrides=()) -> str:
     """Validate the config and its data; return the report ``nnback validate`` prints."""
     exp = load_config(config, overrides)
-    bundle = load_data(exp.data, seed=exp.seed, base_dir=Path.cwd())
+    bundle = load_training_data(exp, str(config))
+    check_trainable(exp, bundle, str(config))
     model = build_network(exp, bundle, np.random.default_rng(exp.seed), str(config))
     optimizer = build_optimizer(exp, model)
     rows = layer_table(model, bundle.n_features)

@@ -20,20 +20,23 @@ import yaml
 
 from nnback.config import load_config, read_yaml
 from nnback.config.diff import differing_keys
-from nnback.data import load_data
 from nnback.errors import (EXIT_OK, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIME_LIMIT,
                            CheckpointError, ConfigError, NnbackError, RunIOError)
-from nnback.atomic import atomic_write_json, atomic_write_text, remove_temp_files
+from nnback.atomic import atomic_write_json, atomic_write_text, remove_file, remove_temp_files
 from nnback.train.checkpoint import load_checkpoint, save_checkpoint
 from nnback.train.divergence import Diverged
 from nnback.train.jsonl import read_jsonl, truncate_after
 from nnback.train.lock import RunLock
-from nnback.train.preflight import check_free_space, check_writable
+from nnback.train.plan import check_trainable, load_training_data
+from nnback.train.preflight import check_free_space, check_no_links, check_writable
 from nnback.train.snapshot import model_arrays, run_meta, versions
 from nnback.config.timeparse import parse_duration
 from nnback.train.trainer import Trainer
 
 DONE = ("completed", "early_stopped")
+# What a run writes into its folder (besides the lock), and nothing else there is read.
+RUN_FILES = ("config.yaml", "metrics.jsonl", "diagnostics.jsonl", "summary.json", "model.npz",
+             "checkpoints", "divergence")
 # The signals that stop a run cleanly, and the exit code of each (128 + its number).
 STOP_SIGNALS = {signal.SIGHUP: ("SIGHUP", EXIT_SIGHUP), signal.SIGINT: ("SIGINT", EXIT_SIGINT),
                 signal.SIGTERM: ("SIGTERM", EXIT_SIGTERM)}
@@ -58,12 +61,17 @@ def train(config: str | Path, *, overrides=(), out: str | Path | None = None, re
         return EXIT_OK
     budget = _budget(max_time, exp.train.max_time)
     started = time.monotonic()
-    bundle = load_data(exp.data, seed=exp.seed, base_dir=Path.cwd())
+    bundle = load_training_data(exp, source)
+    check_trainable(exp, bundle, source)
     trainer = Trainer(exp, bundle, console, source, deadline=started + budget if budget is not None else None)
     run_dir = run_dir if run_dir is not None else _new_run_dir(exp)
     check_writable(run_dir)
     with RunLock(run_dir):
-        _check_reusable(run_dir, resolved, resume, force)
+        if skip_if_done and _is_done(run_dir, resolved):  # finished while we waited for the lock
+            console.info(f"{run_dir}: already holds a completed run of this config; nothing to do")
+            return EXIT_OK
+        check_no_links(run_dir, RUN_FILES)
+        _check_reusable(run_dir, resolved, resume, force, console)
         remove_temp_files(run_dir)
         remove_temp_files(run_dir / "checkpoints")
         trainer.open(run_dir)
@@ -153,7 +161,7 @@ def _load_best(store, meta: dict, console) -> tuple | None:
         damaged = str(exc)
     best_step = meta["progress"]["best_step"]
     try:
-        found = load_checkpoint(store.step_path(best_step))
+        found = load_checkpoint(store.step_path(best_step), follow_links=False)
     except CheckpointError:
         console.warn(f"{damaged}; ignored")
         return None
@@ -281,14 +289,48 @@ def _is_done(run_dir: Path, resolved: dict) -> bool:
             and not differing_keys([saved, resolved]))
 
 
-def _check_reusable(run_dir: Path, resolved: dict, resume: bool, force: bool) -> None:
-    """--out on a folder that holds a run needs --resume, and the same config."""
+def _started_files(run_dir: Path) -> list[str]:
+    """The files in ``run_dir`` that show a run took steps there: any checkpoint, a
+    metrics or diagnostics record, a summary, saved weights or a diverged batch."""
+    found = []
+    for name in RUN_FILES[1:]:
+        path = run_dir / name
+        if path.is_dir():
+            if any(path.iterdir()):
+                found.append(name)
+        elif path.exists() and (path.suffix != ".jsonl" or path.stat().st_size > 0):
+            found.append(name)
+    return found
+
+
+def _check_reusable(run_dir: Path, resolved: dict, resume: bool, force: bool, console) -> None:
+    """--out on a folder that holds a run needs --resume, and the same config.
+
+    Without --resume, a folder whose run never took a step (a config.yaml and empty logs
+    left by a run that failed at its start) is cleared and used; any other run file
+    (someone else's metrics.jsonl, checkpoints) refuses the folder, so nothing of another
+    run is ever mixed into this one.
+    """
     saved = _saved_config(run_dir)
+    if not resume:
+        started = _started_files(run_dir)
+        if started and saved is not None:
+            raise ConfigError(f"{run_dir}: already holds a run; add --resume to continue it, "
+                              f"or choose another --out")
+        if started:
+            raise ConfigError(f"{run_dir}: holds {', '.join(started)} of another run; "
+                              f"remove them or choose another --out")
+        if saved is not None:
+            console.info(f"{run_dir}: the run there never took a step; starting it afresh")
+        for name in RUN_FILES:
+            path = run_dir / name
+            if path.is_dir():
+                path.rmdir()  # empty, or it would be listed as started
+            else:
+                remove_file(path)
+        return
     if saved is None:
         return
-    if not resume:
-        raise ConfigError(f"{run_dir}: already holds a run; add --resume to continue it, "
-                          f"or choose another --out")
     diff = differing_keys([saved, resolved])
     if diff and not force:
         raise ConfigError(f"{run_dir}: the saved config differs in {', '.join(diff)}; "

@@ -26,6 +26,7 @@ from nnback.train.checkpoint import CheckpointStore
 from nnback.train.divergence import Diverged, find_nonfinite, find_nonfinite_grad
 from nnback.train.evaluate import evaluate
 from nnback.train.jsonl import JsonlWriter
+from nnback.train.plan import batch_rows
 from nnback.train.state import Progress, TrainingState
 
 # Statuses that end the loop with a checkpoint of where it stopped.
@@ -115,7 +116,8 @@ class Trainer:
             self.diagnostics = DiagnosticsRecorder(self.run_dir / "diagnostics.jsonl", every=spec.every,
                                                    warn=self.console.warn)
         # Batches are gathered in the splits' float32; the model casts them to its dtype.
-        self._batch_x = np.empty((self.exp.train.batch_size, self.bundle.n_features), dtype=np.float32)
+        rows = batch_rows(self.exp.train.batch_size, len(self.splits["train"]))
+        self._batch_x = np.empty((rows, self.bundle.n_features), dtype=np.float32)
         self._clock_mark = time.monotonic()
         p = self.progress
         try:
