@@ -103,6 +103,8 @@ def train(
         None, "--max-time", help="Wall-time budget (30m, 2h): stop cleanly with a checkpoint before it."),
     skip_if_done: bool = typer.Option(
         False, "--skip-if-done", help="Exit 0 at once if --out holds a completed run of this config."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, help="BLAS threads (default: train.threads, else chosen from the work)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only warnings and errors."),
     log_format: LogFormat = typer.Option(LogFormat.text, "--log-format", help="Console output format."),
 ):
@@ -112,7 +114,7 @@ def train(
 
     console = Console("quiet" if quiet else log_format.value)
     return run_train(config, overrides=set_ or (), out=out, resume=resume, force=force,
-                     max_time=max_time, skip_if_done=skip_if_done, console=console)
+                     max_time=max_time, skip_if_done=skip_if_done, threads=threads, console=console)
 
 
 @app.command()

@@ -49,8 +49,8 @@ def tiny(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("command, options", [
     ([], ["train", "validate", "eval", "predict", "gradcheck", "data"]),
-    (["train"], ["--set", "--out", "--resume", "--force", "--max-time", "--skip-if-done", "--quiet",
-                 "--log-format"]),
+    (["train"], ["--set", "--out", "--resume", "--force", "--max-time", "--skip-if-done", "--threads",
+                 "--quiet", "--log-format"]),
     (["validate"], ["config", "--set"]),
     (["eval"], ["run", "--split", "--data", "--json"]),
     (["predict"], ["run", "inputs", "--out"]),

@@ -27,10 +27,11 @@ from nnback.train.checkpoint import load_checkpoint, save_checkpoint
 from nnback.train.divergence import Diverged
 from nnback.train.jsonl import read_jsonl, truncate_after
 from nnback.train.lock import RunLock
-from nnback.train.plan import check_trainable, load_training_data
+from nnback.train.plan import batch_rows, check_trainable, load_training_data
 from nnback.train.preflight import check_free_space, check_no_links, check_writable
 from nnback.train.snapshot import model_arrays, run_meta, versions
 from nnback.config.timeparse import parse_duration
+from nnback.train.threads import blas_threads, choose_threads
 from nnback.train.trainer import Trainer
 
 DONE = ("completed", "early_stopped")
@@ -44,7 +45,7 @@ STOP_SIGNALS = {signal.SIGHUP: ("SIGHUP", EXIT_SIGHUP), signal.SIGINT: ("SIGINT"
 
 def train(config: str | Path, *, overrides=(), out: str | Path | None = None, resume: bool = False,
           force: bool = False, max_time: str | None = None, skip_if_done: bool = False,
-          console) -> int:
+          threads: int | None = None, console) -> int:
     """Run ``nnback train``; returns the process exit code.
 
     Raises:
@@ -82,12 +83,17 @@ def train(config: str | Path, *, overrides=(), out: str | Path | None = None, re
             return (_finish(trainer, trainer.progress.status, resume_command)
                     if _outputs_missing(run_dir) else EXIT_OK)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        count = threads or exp.train.threads or trainer.state.threads or choose_threads(
+            trainer.model, batch_rows(exp.train.batch_size, len(bundle.train)))
+        trainer.state.threads = count
         try:
-            with _stop_on_signals(trainer):
-                console.info(f"run folder {run_dir}  ({trainer.model.num_parameters():,} parameters, "
-                             f"{len(bundle.train)} training samples)")
-                status = trainer.fit()
-            return _finish(trainer, status, resume_command)
+            with blas_threads(count):
+                with _stop_on_signals(trainer):
+                    console.info(f"run folder {run_dir}  ({trainer.model.num_parameters():,} parameters, "
+                                 f"{len(bundle.train)} training samples, {count} BLAS "
+                                 f"thread{'s' if count > 1 else ''})")
+                    status = trainer.fit()
+                return _finish(trainer, status, resume_command)
         except Diverged as exc:
             _write_summary(trainer, "diverged", exc.exit_code, error=str(exc))
             raise
@@ -220,6 +226,7 @@ def _write_summary(trainer: Trainer, status: str, exit_code: int, final: dict | 
         "wall_seconds": round(p.train_seconds, 3),
         "samples_per_second": round(p.samples / p.train_seconds, 1) if p.train_seconds else None,
         "skipped_batches": p.skipped,
+        "blas_threads": trainer.state.threads,
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(),
     }

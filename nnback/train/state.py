@@ -50,6 +50,7 @@ class TrainingState:
         self.exp, self.bundle = exp, bundle
         self.model, self.optimizer, self.rng = model, optimizer, rng
         self.progress = Progress()
+        self.threads: int | None = None  # BLAS threads, kept so a resume computes alike
 
     def arrays(self) -> dict:
         """``model/``, ``prep/`` and ``optim/`` arrays by name (copies)."""
@@ -62,6 +63,7 @@ class TrainingState:
         meta = run_meta(self.exp, self.bundle)
         meta["progress"] = dataclasses.asdict(self.progress)
         meta["rng"] = self.rng.bit_generator.state
+        meta["threads"] = self.threads
         return meta
 
     def restore(self, arrays: dict, meta: dict) -> None:
@@ -74,6 +76,7 @@ class TrainingState:
         self.optimizer.load_state_dict(role_arrays(arrays, "optim"))
         self.rng.bit_generator.state = meta["rng"]
         self.progress = Progress(**meta["progress"])
+        self.threads = meta.get("threads")
 
     @staticmethod
     def weights(arrays: dict) -> dict:
