@@ -84,7 +84,7 @@ def main(argv=None):
     for condition in ("idle", "one core busy"):
         for name in names:
             got = {s: rates[(condition, name, s)] for s in SETTINGS}
-            ratios = [a / max(one, two) for a, one, two in zip(got["auto"], got["1"], got["2"])]
+            ratios = [a / max(one, two) for a, one, two in zip(got["auto"], got["1"], got["2"], strict=True)]
             cells = [f"{statistics.median(got[s]) / 1e3:,.1f} k/s" for s in SETTINGS]
             cells[2] += f" ({','.join(map(str, chosen[(condition, name)]))})"
             print(f"| {condition} | {name} | " + " | ".join(cells)

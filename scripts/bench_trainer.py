@@ -85,8 +85,8 @@ def trainer_epoch(config, folder):
     """Samples per second of one ``Trainer.fit`` epoch, from its metrics record."""
     from nnback.config import load_config
     from nnback.data import load_data
+    from nnback.runfolder.jsonl import read_jsonl
     from nnback.train.console import Console
-    from nnback.train.jsonl import read_jsonl
     from nnback.train.trainer import Trainer
 
     exp = load_config(config)
@@ -141,7 +141,7 @@ def report(rates):
     for name, got in rates.items():
         cells = [f"{statistics.median(got[k]) / 1e3:,.0f} k/s" for k in ("bare step", "bare loop", "trainer")]
         for base in ("bare step", "bare loop"):
-            ratios = [t / b for t, b in zip(got["trainer"], got[base])]
+            ratios = [t / b for t, b in zip(got["trainer"], got[base], strict=True)]
             cells.append(f"{statistics.median(ratios):.3f} ({min(ratios):.2f}-{max(ratios):.2f})")
         print(f"| {name} | " + " | ".join(cells) + " |")
 

@@ -8,8 +8,6 @@ folder leave exactly one training.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +17,8 @@ from nnback.cli import app
 from nnback.config import load_config
 from nnback.data import load_data
 from nnback.errors import EXIT_LOCKED, EXIT_USAGE
+from nnback.runfolder.jsonl import read_jsonl
 from nnback.train.console import Console
-from nnback.train.jsonl import read_jsonl
 from nnback.train.trainer import Trainer
 
 BATCHNORM = {"model": {"layers": [{"type": "linear", "units": 8}, "batchnorm", "relu",
@@ -41,7 +39,8 @@ def error_line(result, code: int = EXIT_USAGE) -> str:
 @pytest.mark.parametrize("changes, message", [
     ({**BATCHNORM, "train": {"batch_size": 1}},
      "train.batch_size: batches of 1 sample have no batch statistics for batchnorm (model.layers[1])"),
-    ({"model": {"layers": [{"type": "linear", "units": 10 ** 10}, "relu", {"type": "linear", "units": "auto"}]}},
+    ({"model": {"layers": [{"type": "linear", "units": 10 ** 10}, "relu",
+                           {"type": "linear", "units": "auto"}]}},
      "model.layers[0].units: training needs ~"),
     ({"data": {"points_per_class": 10 ** 9}},
      "data: does not fit in the memory left"),
@@ -114,7 +113,7 @@ def test_symbolic_links_in_a_run_folder_are_refused_not_followed(write_config, t
 
 
 def test_a_linked_checkpoint_is_skipped_when_read(tmp_path):
-    from nnback.train.checkpoint import CheckpointStore
+    from nnback.runfolder.checkpoint import CheckpointStore
 
     store = CheckpointStore(tmp_path)
     store.save(1, {"x": np.zeros(2)}, {})

@@ -25,7 +25,7 @@ def invoke(*args):
 def network(*dims):
     rng = np.random.default_rng(0)
     layers = []
-    for a, b in zip(dims[:-1], dims[1:]):
+    for a, b in zip(dims[:-1], dims[1:], strict=False):
         layers += [Linear(a, b, rng=rng), ReLU()]
     return Sequential(layers[:-1])
 

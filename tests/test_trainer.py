@@ -89,5 +89,6 @@ def test_the_console_says_when_early_stopping_ended_the_run_and_which_weights_it
     assert result.exit_code == 0, result.output
     lines = [line[20:] for line in result.stdout.splitlines()]
     assert "early stopping at epoch 3: val_loss did not improve for 2 evaluations" in lines
-    kept = [line for line in lines if line.startswith("keeping the weights of epoch 1, step 8 (best val_loss ")]
+    kept = [line for line in lines
+            if line.startswith("keeping the weights of epoch 1, step 8 (best val_loss ")]
     assert len(kept) == 1

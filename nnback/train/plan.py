@@ -17,8 +17,8 @@ import numpy as np
 from nnback.build import output_units
 from nnback.data import load_data
 from nnback.errors import ConfigError, DataError
+from nnback.formatting import format_bytes
 from nnback.train.evaluate import EVAL_BATCH
-from nnback.train.preflight import human_bytes
 
 # Arrays of the size of all parameters a training process holds at its peak: weights,
 # gradients, up to two optimizer state arrays and a scratch one, and the copies a
@@ -121,10 +121,10 @@ def check_trainable(exp, bundle, source: str) -> None:
     # The batch size is to blame if batches of one row would fit, else the network.
     one_row = need.total - need.batch + need.batch // batch_rows(exp.train.batch_size, n_train)
     key = "train.batch_size" if one_row <= free else need.widest_layer
-    raise ConfigError(f"{source}: {key}: training needs ~{human_bytes(need.total)} of memory "
-                      f"({human_bytes(need.parameters)} for the parameters, gradients and optimizer "
-                      f"state, {human_bytes(need.batch + need.evaluation)} for the batches), "
-                      f"only {human_bytes(free)} is free")
+    raise ConfigError(f"{source}: {key}: training needs ~{format_bytes(need.total)} of memory "
+                      f"({format_bytes(need.parameters)} for the parameters, gradients and optimizer "
+                      f"state, {format_bytes(need.batch + need.evaluation)} for the batches), "
+                      f"only {format_bytes(free)} is free")
 
 
 def load_training_data(exp, source: str):
@@ -134,4 +134,4 @@ def load_training_data(exp, source: str):
         return load_data(exp.data, seed=exp.seed, base_dir=Path.cwd())
     except MemoryError:
         raise DataError(f"{source}: data: does not fit in the memory left "
-                        f"(~{human_bytes(available_memory() or 0)} free)") from None
+                        f"(~{format_bytes(available_memory() or 0)} free)") from None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import os
 import shlex
 import signal
@@ -20,17 +19,26 @@ import yaml
 
 from nnback.config import load_config, read_yaml
 from nnback.config.diff import differing_keys
-from nnback.errors import (EXIT_OK, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIME_LIMIT,
-                           CheckpointError, ConfigError, NnbackError, RunIOError)
-from nnback.atomic import atomic_write_json, atomic_write_text, remove_file, remove_temp_files
-from nnback.train.checkpoint import load_checkpoint, save_checkpoint
-from nnback.train.divergence import Diverged
-from nnback.train.jsonl import read_jsonl, truncate_after
-from nnback.train.lock import RunLock
-from nnback.train.plan import batch_rows, check_trainable, load_training_data
-from nnback.train.preflight import check_free_space, check_no_links, check_writable
-from nnback.train.snapshot import model_arrays, run_meta, versions
 from nnback.config.timeparse import parse_duration
+from nnback.errors import (
+    EXIT_OK,
+    EXIT_SIGHUP,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_TIME_LIMIT,
+    CheckpointError,
+    ConfigError,
+    NnbackError,
+    RunIOError,
+)
+from nnback.runfolder.atomic import atomic_write_json, atomic_write_text, remove_file, remove_temp_files
+from nnback.runfolder.checkpoint import load_checkpoint, save_checkpoint
+from nnback.runfolder.jsonl import read_json, read_jsonl, truncate_after
+from nnback.runfolder.lock import RunLock
+from nnback.runfolder.preflight import check_free_space, check_no_links, check_writable
+from nnback.runfolder.snapshot import model_arrays, run_meta, versions
+from nnback.train.divergence import Diverged
+from nnback.train.plan import batch_rows, check_trainable, load_training_data
 from nnback.train.threads import blas_threads, choose_threads
 from nnback.train.trainer import Trainer
 
@@ -284,8 +292,8 @@ def _saved_config(run_dir: Path) -> dict | None:
 
 def _read_summary(run_dir: Path) -> dict | None:
     try:
-        return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json(run_dir / "summary.json")
+    except NnbackError:
         return None
 
 

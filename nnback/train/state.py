@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from nnback.train.snapshot import model_arrays, restore_arrays, role_arrays, run_meta
+from nnback.runfolder.snapshot import model_arrays, restore_arrays, role_arrays, run_meta
 
 
 @dataclasses.dataclass

@@ -15,17 +15,23 @@ from pathlib import Path
 
 import numpy as np
 
-from nnback.atomic import atomic_save_npz
-from nnback.build import (build_loss, build_network, build_optimizer, build_schedule, loss_targets,
-                          steps_per_epoch)
-from nnback.data.dataset import Split
-from nnback.diagnostics import DiagnosticsRecorder
+from nnback.build import (
+    build_loss,
+    build_network,
+    build_optimizer,
+    build_schedule,
+    loss_targets,
+    steps_per_epoch,
+)
+from nnback.data.load import Split
 from nnback.layers import BatchNorm1d
 from nnback.optim import clip_grad_norm, grad_norm
-from nnback.train.checkpoint import CheckpointStore
+from nnback.runfolder.atomic import atomic_save_npz
+from nnback.runfolder.checkpoint import CheckpointStore
+from nnback.runfolder.jsonl import JsonlWriter
+from nnback.train.diagnostics import DiagnosticsRecorder
 from nnback.train.divergence import Diverged, find_nonfinite, find_nonfinite_grad
 from nnback.train.evaluate import evaluate
-from nnback.train.jsonl import JsonlWriter
 from nnback.train.plan import batch_rows
 from nnback.train.state import Progress, TrainingState
 
@@ -63,7 +69,7 @@ class Trainer:
         self.optimizer = build_optimizer(exp, self.model)
         n, bs = len(bundle.train), exp.train.batch_size
         self.steps_in_epoch = steps_per_epoch(n, bs)
-        if n > bs and n % bs == 1 and any(isinstance(l, BatchNorm1d) for l in self.model.layers):
+        if n > bs and n % bs == 1 and any(isinstance(layer, BatchNorm1d) for layer in self.model.layers):
             self.steps_in_epoch -= 1  # a batch of one sample has no batch statistics
         self.total_steps = exp.train.epochs * self.steps_in_epoch
         self.lr_at = build_schedule(exp, self.steps_in_epoch)
