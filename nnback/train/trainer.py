@@ -172,7 +172,7 @@ class Trainer:
     def _train_on_batch(self, idx: np.ndarray) -> None:
         """Gather the rows ``idx`` of the training split, take a step on them, count it."""
         p = self.progress
-        xb, yb = self.splits["train"].take(idx, out_X=self._batch_x)
+        xb, yb = self.splits["train"].take(idx, out_X=self._batch_x, in_range=True)
         t0 = time.monotonic()
         self._step(xb, yb)
         self._step_seconds = time.monotonic() - t0
