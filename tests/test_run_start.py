@@ -105,7 +105,7 @@ def test_symbolic_links_in_a_run_folder_are_refused_not_followed(write_config, t
     outside = tmp_path / "outside"
     outside.write_text("not nnback's\n")
     (run / name).symlink_to(outside)
-    for extra in ([], ["--resume"]):
+    for extra in ([], ["--resume"], ["--resume", "--skip-if-done"]):
         line = error_line(invoke("train", cfg, "--out", run, *extra))
         assert line.startswith(f"error: {run / name}: is a symbolic link;")
     assert outside.read_text() == "not nnback's\n"

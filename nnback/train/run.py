@@ -65,7 +65,7 @@ def train(config: str | Path, *, overrides=(), out: str | Path | None = None, re
     if out is None and (resume or skip_if_done):
         raise ConfigError("--resume and --skip-if-done need a fixed run folder: add --out DIR")
     run_dir = Path(out) if out is not None else None
-    if run_dir is not None and skip_if_done and _is_done(run_dir, resolved):
+    if run_dir is not None and skip_if_done and _is_done(run_dir, resolved):  # without loading data
         console.info(f"{run_dir}: already holds a completed run of this config; nothing to do")
         return EXIT_OK
     budget = _budget(max_time, exp.train.max_time)
@@ -298,6 +298,8 @@ def _read_summary(run_dir: Path) -> dict | None:
 
 
 def _is_done(run_dir: Path, resolved: dict) -> bool:
+    """Whether ``run_dir`` holds a finished run of this config (read through no link)."""
+    check_no_links(run_dir, RUN_FILES)
     summary = _read_summary(run_dir)
     saved = _saved_config(run_dir)
     return (summary is not None and summary.get("status") in DONE and saved is not None
