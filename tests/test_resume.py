@@ -218,3 +218,17 @@ def test_the_summary_counts_the_time_of_every_segment(reference, tmp_path, monke
     total = json.loads((run / "summary.json").read_text())["wall_seconds"]
     assert first > 0
     assert total > first + 10 * 6 * (6 - STOP_AFTER)  # ten seconds a step, at the least
+
+
+def test_resume_accepts_a_config_saved_with_null_weight_decay(reference, tmp_path):
+    """Earlier versions wrote adam's default weight decay as null; it resolves to 0 now."""
+    config, ref = reference
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["optimizer"]["weight_decay"] == 0.0
+    saved["optimizer"]["weight_decay"] = None
+    (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    result = invoke("train", config, "--out", run, "--resume")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().endswith("the run is already completed")

@@ -31,7 +31,7 @@ from nnback.runfolder.checkpoint import CheckpointStore
 from nnback.runfolder.jsonl import JsonlWriter
 from nnback.train.diagnostics import DiagnosticsRecorder
 from nnback.train.divergence import Diverged, find_nonfinite, find_nonfinite_grad
-from nnback.train.evaluate import evaluate
+from nnback.train.evaluate import evaluate, higher_is_better
 from nnback.train.plan import batch_rows
 from nnback.train.state import Progress, TrainingState
 
@@ -278,7 +278,7 @@ class Trainer:
     def _improves(self, value: float) -> bool:
         """Whether ``value`` of the best metric beats the best so far (by ``min_delta``)."""
         best, stopping = self.progress.best_value, self.exp.train.early_stopping
-        sign = -1.0 if self.best_metric() == "val_accuracy" else 1.0
+        sign = -1.0 if higher_is_better(self.best_metric()) else 1.0
         min_delta = stopping.min_delta if stopping is not None else 0.0
         return best is None or sign * (best - value) > min_delta
 
