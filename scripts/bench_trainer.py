@@ -7,7 +7,8 @@ steps and looks at the checkpoint timers. This script times one epoch of the tra
 checkpoint timers on, no validation split so the epoch is steps only) against
 
 - the bare step: ``forward``, loss, ``backward``, ``step`` on ready batches, and
-- the bare loop: the same with the shuffled batch gathered by ``np.take(out=)``,
+- the bare loop: the same with the epoch's shuffled order drawn and each batch gathered
+  by ``np.take(out=)``,
 
 interleaved round by round on the same synthetic data, and reports the trainer's
 samples per second as a fraction of each (median over rounds, with min-max spread).
@@ -73,8 +74,8 @@ def bare_loop(case, x, y):
     parts = nnback_parts(case)
     n = len(x)
     buffer = np.empty((case.batch, x.shape[1]), x.dtype)
-    order = np.random.default_rng([0, 0]).permutation(n)
     t0 = time.perf_counter()
+    order = np.random.default_rng([0, 0]).permutation(n)  # each epoch draws its order
     for start in range(0, n, case.batch):
         idx = order[start:start + case.batch]
         nnback_train_step(*parts, np.take(x, idx, axis=0, out=buffer[:len(idx)]), y[idx])
