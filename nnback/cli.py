@@ -245,6 +245,32 @@ def explain(config: Path = ConfigArg, set_: list[str] | None = SetOpt):
     typer.echo(explain_config(config, set_ or ()))
 
 
+@app.command()
+@user_errors
+def sweep(
+    sweep_file: Path = typer.Argument(..., metavar="SWEEP", help="Sweep YAML file.", show_default=False),
+    workers: int = typer.Option(1, "--workers", help="Trials at once on this machine."),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", help="Run trials on a Dask cluster: tcp://host:8786, or local:N workers."),
+    out: Path | None = typer.Option(None, "--out", help="The sweep folder (default <output.dir>/<name>)."),
+    set_: list[str] | None = SetOpt,
+    max_trials: int | None = typer.Option(None, "--max-trials", help="Run at most this many trials."),
+    max_time: str | None = typer.Option(
+        None, "--max-time", help="Wall-time budget (30m, 2h): stop trials with checkpoints before it."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Run failed trials again."),
+    fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failed trial."),
+    force: bool = typer.Option(False, "--force", help="Continue even if the sweep file changed."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the trials and exit."),
+):
+    """Train many variants of an experiment (grid, random or TPE), locally or on Dask."""
+    from nnback.commands.sweep import SweepOptions, run_sweep
+
+    options = SweepOptions(workers=workers, scheduler=scheduler, out=out, overrides=tuple(set_ or ()),
+                           max_trials=max_trials, max_time=max_time, retry_failed=retry_failed,
+                           fail_fast=fail_fast, force=force, dry_run=dry_run)
+    return run_sweep(sweep_file, options)
+
+
 def main():
     """Console-script entry point."""
     app(prog_name="nnback")

@@ -48,7 +48,7 @@ def tiny(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("command, options", [
-    ([], ["train", "validate", "eval", "predict", "gradcheck", "data"]),
+    ([], ["train", "validate", "eval", "predict", "gradcheck", "data", "sweep"]),
     (["train"], ["--set", "--out", "--resume", "--force", "--max-time", "--skip-if-done", "--threads",
                  "--quiet", "--log-format"]),
     (["validate"], ["config", "--set"]),
@@ -56,6 +56,8 @@ def tiny(tmp_path, monkeypatch):
     (["predict"], ["run", "inputs", "--out"]),
     (["gradcheck"], ["config", "--set", "--batch", "--threshold"]),
     (["data", "fetch"], ["name", "--dir"]),
+    (["sweep"], ["--workers", "--scheduler", "--out", "--set", "--max-trials", "--max-time", "--retry-failed",
+                 "--fail-fast", "--force", "--dry-run"]),
 ])
 def test_help(command, options):
     result = invoke(*command, "--help")

@@ -12,6 +12,7 @@ import datetime
 import os
 import shlex
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -54,8 +55,11 @@ STOP_SIGNALS = {signal.SIGHUP: ("SIGHUP", EXIT_SIGHUP), signal.SIGINT: ("SIGINT"
 
 def train(config: str | Path, *, overrides=(), out: str | Path | None = None, resume: bool = False,
           force: bool = False, max_time: str | None = None, skip_if_done: bool = False,
-          threads: int | None = None, console) -> int:
+          threads: int | None = None, console, stop: threading.Event | None = None) -> int:
     """Run ``nnback train``; returns the process exit code.
+
+    ``stop``, set from another thread, stops training like SIGTERM (checkpoint, exit 143);
+    it is how a sweep stops a trial that runs outside the main thread.
 
     Raises:
         NnbackError: bad config or data, a locked or unwritable folder (before training).
@@ -97,7 +101,7 @@ def train(config: str | Path, *, overrides=(), out: str | Path | None = None, re
         trainer.state.threads = count
         try:
             with blas_threads(count):
-                with _stop_on_signals(trainer):
+                with _stop_on_signals(trainer, stop):
                     console.info(f"run folder {run_dir}  ({trainer.model.num_parameters():,} parameters, "
                                  f"{len(bundle.train)} training samples, {count} BLAS "
                                  f"thread{'s' if count > 1 else ''})")
@@ -250,10 +254,11 @@ def _last_record(path: Path) -> dict:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(trainer: Trainer):
-    """SIGTERM, SIGINT and SIGHUP (a closed terminal) ask the trainer to stop after the
-    current step; a second one kills."""
-    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+def _stop_on_signals(trainer: Trainer, stop: threading.Event | None):
+    """SIGTERM, SIGINT and SIGHUP (a closed terminal; main thread only) or ``stop`` ask
+    the trainer to stop after the current step; a second signal kills."""
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} if in_main else {}
 
     def handler(signum, frame):
         if trainer.stop_reason is not None:
@@ -261,13 +266,28 @@ def _stop_on_signals(trainer: Trainer):
             os.kill(os.getpid(), signum)
         trainer.stop_reason = STOP_SIGNALS[signum][0]
 
-    for sig in STOP_SIGNALS:
+    for sig in previous:
         signal.signal(sig, handler)
+    finished = threading.Event()
+    watcher = None
+    if stop is not None:
+        watcher = threading.Thread(target=_watch_stop, args=(stop, finished, trainer), daemon=True)
+        watcher.start()
     try:
         yield
     finally:
+        finished.set()
+        if watcher is not None:
+            watcher.join()
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _watch_stop(stop: threading.Event, finished: threading.Event, trainer: Trainer) -> None:
+    while not finished.is_set():
+        if stop.wait(0.05):
+            trainer.stop_reason = trainer.stop_reason or "SIGTERM"
+            return
 
 
 def _new_run_dir(exp) -> Path:
