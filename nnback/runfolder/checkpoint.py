@@ -2,9 +2,11 @@
 
 A checkpoint is one uncompressed ``.npz`` holding the caller's arrays (keys such as
 ``"model/0.W"``, ``"model/3.running_mean"``, ``"optim/0.W/exp_avg"``, ``"prep/shift"``)
-plus ``"meta"``: a 0-d unicode array with the JSON text of the caller's metadata and the
-SHA-256 ``"checksum"`` of every other array, so it loads with ``allow_pickle=False`` and a
-damaged file is detected instead of resumed from.
+plus ``"meta"``: a 0-d unicode array with the JSON text of the caller's metadata, the
+file's ``"format_version"`` and the SHA-256 ``"checksum"`` of every other array, so it
+loads with ``allow_pickle=False`` and a damaged file is detected instead of resumed from.
+A file without ``"format_version"`` (written before it was recorded) is version 1; one
+of a newer version than ``FORMAT_VERSION`` is refused, never guessed at.
 
 Folder layout managed by ``CheckpointStore``::
 
@@ -31,6 +33,10 @@ from nnback.runfolder.atomic import atomic_save_npz, atomic_write, io_error, rem
 
 META_KEY = "meta"
 CHECKSUM_KEY = "checksum"
+VERSION_KEY = "format_version"
+# The layout of the arrays and meta that this code writes; raise it when that changes
+# in a way older code would misread.
+FORMAT_VERSION = 1
 
 _STEP_FILE = re.compile(r"step-(\d{9,})\.npz")
 
@@ -60,14 +66,15 @@ def save_checkpoint(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
 
     Args:
         arrays: name -> array; the name ``"meta"`` is reserved.
-        meta: JSON-able metadata (epoch, step, random state, config, ...); the key
-            ``"checksum"`` is reserved.
+        meta: JSON-able metadata (epoch, step, random state, config, ...); the keys
+            ``"format_version"`` and ``"checksum"`` are reserved.
     """
     if META_KEY in arrays:
         raise ValueError(f"array name {META_KEY!r} is reserved for the checkpoint metadata")
-    if CHECKSUM_KEY in meta:
-        raise ValueError(f"meta key {CHECKSUM_KEY!r} is reserved for the checkpoint checksum")
-    text = json.dumps({**meta, CHECKSUM_KEY: checksum(arrays)})
+    for key in (VERSION_KEY, CHECKSUM_KEY):
+        if key in meta:
+            raise ValueError(f"meta key {key!r} is reserved for the checkpoint file")
+    text = json.dumps({**meta, VERSION_KEY: FORMAT_VERSION, CHECKSUM_KEY: checksum(arrays)})
     atomic_save_npz(path, {**arrays, META_KEY: np.array(text)})
 
 
@@ -118,11 +125,24 @@ def _load(path: str | os.PathLike, follow_links: bool = False) -> tuple[dict[str
         meta = json.loads(text.item()) if text.ndim == 0 and text.dtype.kind == "U" else None
     except ValueError:
         meta = None
-    if not isinstance(meta, dict) or not isinstance(meta.get(CHECKSUM_KEY), str):
+    if not isinstance(meta, dict):
+        raise _Unreadable(f"invalid {META_KEY!r} entry (file corrupted)")
+    _check_version(path, meta.pop(VERSION_KEY, 1))
+    if not isinstance(meta.get(CHECKSUM_KEY), str):
         raise _Unreadable(f"invalid {META_KEY!r} entry (file corrupted)")
     if checksum(arrays) != meta.pop(CHECKSUM_KEY):
         raise _Unreadable("checksum mismatch (file corrupted)")
     return arrays, meta
+
+
+def _check_version(path: str | os.PathLike, version) -> None:
+    """A newer format is refused at once (``CheckpointError``): an older checkpoint beside
+    it is no fallback, since resuming from that would drop the newer run's progress."""
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise _Unreadable(f"invalid {VERSION_KEY!r} {version!r} (file corrupted)")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{os.fspath(path)}: written by a newer nnback (format version {version}; "
+                              f"this version reads up to {FORMAT_VERSION}): upgrade nnback to use it")
 
 
 def load_checkpoint(path: str | os.PathLike,
@@ -135,12 +155,12 @@ def load_checkpoint(path: str | os.PathLike,
 
     Returns:
         ``(arrays, meta)`` exactly as given to ``save_checkpoint`` (``meta`` without the
-        checksum).
+        format version and the checksum).
 
     Raises:
         CheckpointError: ``"<path>: <reason>"`` for a missing, unreadable, truncated or
             corrupted file, e.g. ``"checkpoints/last.npz: checksum mismatch (file
-            corrupted)"``.
+            corrupted)"``, or one of a newer format version.
     """
     try:
         return _load(path, follow_links)
@@ -244,7 +264,8 @@ class CheckpointStore:
             ``None`` when there is no checkpoint at all.
 
         Raises:
-            CheckpointError: checkpoints exist but none is readable.
+            CheckpointError: checkpoints exist but none is readable, or one of a newer
+                format version is met.
         """
         candidates = [self.last_path, *self.step_paths()]
         skipped: list[tuple[Path, str]] = []
