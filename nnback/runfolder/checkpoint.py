@@ -30,6 +30,7 @@ import numpy as np
 
 from nnback.errors import CheckpointError
 from nnback.runfolder.atomic import atomic_save_npz, atomic_write, io_error, remove_file
+from nnback.untrusted import load_npz
 
 META_KEY = "meta"
 CHECKSUM_KEY = "checksum"
@@ -78,40 +79,17 @@ def save_checkpoint(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
     atomic_save_npz(path, {**arrays, META_KEY: np.array(text)})
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def _read_arrays(path: str | os.PathLike, follow_links: bool) -> dict[str, np.ndarray]:
     """Every array of the ``.npz`` at ``path``, read fully; ``_Unreadable`` if damaged."""
+    if not os.path.lexists(path):
+        raise _Unreadable("no such checkpoint")
+    if not follow_links and os.path.islink(path):
+        raise _Unreadable("is a symbolic link, not followed")
+    origin = os.fspath(path)
     try:
-        fd = os.open(path, os.O_RDONLY | (0 if follow_links else os.O_NOFOLLOW))
-    except FileNotFoundError:
-        raise _Unreadable("no such checkpoint") from None
-    except OSError as exc:
-        if os.path.islink(path):
-            raise _Unreadable("is a symbolic link, not followed") from None
-        raise _Unreadable(f"cannot read: {exc.strerror or exc}") from exc
-    with os.fdopen(fd, "rb") as f:
-        return _read_npz(f)
-
-
-def _read_npz(f) -> dict[str, np.ndarray]:
-    try:
-        npz = np.load(f, allow_pickle=False)
-    except OSError as exc:
-        raise _Unreadable(f"cannot read: {exc.strerror or exc}") from exc
-    except Exception as exc:  # a damaged file fails inside numpy in many ways
-        raise _Unreadable(f"truncated or not an .npz file ({_one_line(exc)})") from exc
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise _Unreadable("not an .npz file")
-    with npz:
-        try:
-            return {name: npz[name] for name in npz.files}
-        except Exception as exc:  # zipfile and numpy report damaged members in many ways
-            if "CRC" in str(exc):
-                raise _Unreadable("checksum mismatch (file corrupted)") from exc
-            raise _Unreadable(f"corrupted ({_one_line(exc)})") from exc
+        return load_npz(path, origin, error=CheckpointError)
+    except CheckpointError as exc:
+        raise _Unreadable(str(exc).removeprefix(f"{origin}: ")) from None
 
 
 def _load(path: str | os.PathLike, follow_links: bool = False) -> tuple[dict[str, np.ndarray],
@@ -123,7 +101,7 @@ def _load(path: str | os.PathLike, follow_links: bool = False) -> tuple[dict[str
         raise _Unreadable(f"no {META_KEY!r} entry (not an nnback checkpoint)")
     try:
         meta = json.loads(text.item()) if text.ndim == 0 and text.dtype.kind == "U" else None
-    except ValueError:
+    except (ValueError, RecursionError):
         meta = None
     if not isinstance(meta, dict):
         raise _Unreadable(f"invalid {META_KEY!r} entry (file corrupted)")
