@@ -152,6 +152,33 @@ def predict(
         typer.echo(text, nl=False)
 
 
+class ExportDtype(str, Enum):
+    float32 = "float32"
+    float64 = "float64"
+
+
+@app.command()
+@user_errors
+def export(
+    run: Path = RunArg,
+    out: Optional[Path] = typer.Option(
+        None, "-o", "--out", help="The .onnx file (default RUN/model.onnx, or the weights file's name)."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX operator set (default 17)."),
+    dtype: ExportDtype = typer.Option(ExportDtype.float32, "--dtype",
+                                      help="Weights and arithmetic; inputs and outputs are float32."),
+    check: bool = typer.Option(False, "--check",
+                               help="Require the ONNX Runtime comparison (run whenever it is installed)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Raw inputs to compare on instead of the test split."),
+):
+    """Write the model as ONNX (preprocessing included), compared with nnback's predictions in ONNX Runtime."""
+    from nnback.commands.export import export_run
+
+    lines, code = export_run(run, out, opset, dtype.value, check, data)
+    for line in lines:
+        typer.echo(line, err=line.startswith("error:"))
+    return code
+
+
 @app.command()
 @user_errors
 def gradcheck(

@@ -18,16 +18,21 @@ from nnback.errors import DataError
 
 
 def read_inputs(path: Path, meta: DataMeta, preprocessor: Preprocessor) -> np.ndarray:
-    """Read raw inputs and preprocess them as in training.
+    """Read raw inputs (see ``read_raw_inputs``) and preprocess them as in training: float32 (N, D)."""
+    return preprocessor.transform(read_raw_inputs(path, meta))
+
+
+def read_raw_inputs(path: Path, meta: DataMeta) -> np.ndarray:
+    """Read raw inputs, checked against the saved data description.
 
     Args:
         path: a .csv file (header row; the training feature columns are picked by
             name, other columns such as the target are ignored), a .npy array, a .npz
             file (array ``meta.x_key``) or an IDX file (raw or gzip). Images are flattened.
-        meta: the saved data description; preprocessor: the saved preprocessing.
+        meta: the saved data description.
 
     Returns:
-        float32 (N, D) ready for the model.
+        (N, D) raw values as read (any numeric dtype).
 
     Raises:
         DataError: unreadable file, NaN/inf values, or a feature count that differs
@@ -44,7 +49,7 @@ def read_inputs(path: Path, meta: DataMeta, preprocessor: Preprocessor) -> np.nd
         X = read_npy(path, origin) if suffix == ".npy" else read_idx(path, origin)
         table = arrays_table(X, None, origin, origin)
     _check_features(table, meta)
-    return preprocessor.transform(table.X)
+    return table.X
 
 
 def read_labelled(cfg: FileData, base_dir: Path, meta: DataMeta, preprocessor: Preprocessor) -> Split:
