@@ -2,7 +2,9 @@
 nnback's own predictions in ONNX Runtime; the shipped runs end to end; refusals."""
 
 import json
+import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -314,3 +316,28 @@ def test_missing_onnxruntime(shipped_runs, in_repo, monkeypatch, tmp_path):
     assert result.exit_code == 0
     assert "not checked: onnxruntime is not installed" in result.stdout
     assert (tmp_path / "m.onnx").is_file()
+
+
+def test_readme_snippet_runs_as_shown(shipped_runs, tmp_path, monkeypatch):
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Using a trained model elsewhere"):]
+    code = section[section.index("```python\n") + len("```python\n"):]
+    code = code[:code.index("```")]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").symlink_to(REPO / "data")
+    assert invoke("export", shipped_runs["digits-mlp"], "-o", "model.onnx").exit_code == 0
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert re.match(r"\[(\d, ){9}\d\] \[", done.stdout)
+
+
+def test_tolerance_is_float32_rounding():
+    from nnback.commands.export import Comparison
+
+    assert Comparison("rows", 10, 2e-6, 1.0, 10, 0).ok
+    assert not Comparison("rows", 10, 2e-5, 1.0, 10, 0).ok
+    assert Comparison("rows", 10, 2e-6, 1.0, 9, 1).ok  # one near tie decided the other way
+    assert not Comparison("rows", 10, 2e-6, 1.0, 9, 0).ok
+    assert Comparison("rows", 10, 5e-3, 1000.0, None, 0).ok  # values, relative to their size
+    assert not Comparison("rows", 10, 5e-3, 10.0, None, 0).ok

@@ -23,8 +23,8 @@ from nnback.predictor import Predictor, load
 from nnback.train.evaluate import EVAL_BATCH, evaluate, predicted_classes
 
 INSTALL_HINT = 'pip install -e ".[onnx]"'
-# Largest difference to nnback's outputs that is float32 rounding: probabilities, and
-# regression values relative to max(1, their largest magnitude).
+# Largest difference to nnback's outputs that is float32 rounding: for probabilities, and
+# for regression values relative to max(1, the largest |value|).
 TOLERANCE = 1e-5
 
 
@@ -36,7 +36,7 @@ class Comparison:
         source: where the rows came from ("the test split", a file name).
         rows: N.
         difference: largest absolute difference of probabilities (values for regression).
-        scale: what ``difference`` is measured against (1, or the largest |value|).
+        magnitude: the largest |value| nnback predicts (regression; 1 for probabilities).
         agree: rows whose predicted class is the same (None for regression).
         near_ties: disagreeing rows whose two classes nnback finds equally likely
             within the tolerance (float32 rounding may pick either).
@@ -45,18 +45,18 @@ class Comparison:
     source: str
     rows: int
     difference: float
-    scale: float
+    magnitude: float
     agree: int | None
     near_ties: int
 
     @property
     def ok(self) -> bool:
         disagree = 0 if self.agree is None else self.rows - self.agree
-        return self.difference <= TOLERANCE * self.scale and disagree == self.near_ties
+        return self.difference <= TOLERANCE * max(1.0, self.magnitude) and disagree == self.near_ties
 
     def line(self, runtime_version: str) -> str:
         if self.agree is None:
-            what = f"largest value difference {self.difference:.2g} (values up to {self.scale:.3g})"
+            what = f"largest value difference {self.difference:.2g} (largest |value| {self.magnitude:.3g})"
         else:
             what = (f"largest probability difference {self.difference:.2g}, predicted classes "
                     f"agree on {self.agree} of {self.rows} rows")
@@ -127,8 +127,8 @@ def compare(predictor: Predictor, session, X: np.ndarray, source: str) -> Compar
     got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"input": X})))
     if "values" in got:
         reference = predictor.scores(X)
-        scale = max(1.0, float(np.abs(reference).max()))
-        return Comparison(source, len(X), _largest(got["values"], reference), scale, None, 0)
+        magnitude = float(np.abs(reference).max())
+        return Comparison(source, len(X), _largest(got["values"], reference), magnitude, None, 0)
     proba = predictor.predict_proba(X)
     labels = predicted_classes(predictor.scores(X))
     rows = np.flatnonzero(got["label"] != labels)
