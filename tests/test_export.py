@@ -341,3 +341,15 @@ def test_tolerance_is_float32_rounding():
     assert not Comparison("rows", 10, 2e-6, 1.0, 9, 0).ok
     assert Comparison("rows", 10, 5e-3, 1000.0, None, 0).ok  # values, relative to their size
     assert not Comparison("rows", 10, 5e-3, 10.0, None, 0).ok
+
+
+def test_float64_export_of_a_run_without_a_test_split(tmp_path, write_config, in_repo):
+    cfg = write_config({"train": {"epochs": 2}})
+    assert invoke("train", cfg, "--out", tmp_path / "run", "-q").exit_code == 0
+    out = tmp_path / "f64.onnx"
+    result = invoke("export", tmp_path / "run", "-o", out, "--dtype", "float64", "--check")
+    assert result.exit_code == 0, result.output
+    assert "opset 17, float64)" in result.stdout and "on the val split (30 rows)" in result.stdout
+    model = onnx.load(out)
+    assert {t.data_type for t in model.graph.initializer if "." in t.name} == {onnx.TensorProto.DOUBLE}
+    assert not any(p.key.startswith("test_") for p in model.metadata_props)
