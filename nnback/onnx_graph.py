@@ -180,7 +180,7 @@ def output_kind(loss: str) -> str:
     return kinds[loss]
 
 
-def check_exportable(predictor) -> None:
+def _check_exportable(predictor) -> None:
     """Raise ExportError naming the first layer or option an ONNX graph cannot hold."""
     output_kind(predictor.exp.loss.type)
     for i, layer in enumerate(predictor.model.layers):
@@ -205,7 +205,7 @@ def build_onnx(predictor, opset: int = DEFAULT_OPSET, dtype: str = "float32") ->
         raise ExportError(f"--opset: {opset} is not supported; choose {MIN_OPSET} to {newest}")
     if dtype not in DTYPES:
         raise ExportError(f"--dtype: {dtype!r} is not supported; choose {' or '.join(DTYPES)}")
-    check_exportable(predictor)
+    _check_exportable(predictor)
     g = Graph(np.dtype(dtype), opset)
     x = _preprocessing(g, predictor.preprocessor)
     for i, layer in enumerate(predictor.model.layers):
