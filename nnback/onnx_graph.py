@@ -27,19 +27,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 import nnback
+from nnback import layers
 from nnback.errors import ExportError
-from nnback.layers import (
-    GELU,
-    BatchNorm1d,
-    Dropout,
-    LayerNorm,
-    LeakyReLU,
-    Linear,
-    ReLU,
-    Sigmoid,
-    Softplus,
-    Tanh,
-)
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 17  # LayerNormalization
@@ -91,7 +80,7 @@ class Graph:
 # -- layers: (graph, layer, x, index) -> name of the output -------------------------------
 
 
-def _linear(g: Graph, layer: Linear, x: str, i: int) -> str:
+def _linear(g: Graph, layer: layers.Linear, x: str, i: int) -> str:
     """``x @ W + b`` as one Gemm; W is (D_in, D_out), so no transpose."""
     inputs = [x, g.weight(f"{i}.W", layer.params["W"])]
     if "b" in layer.params:
@@ -106,11 +95,11 @@ def _elementwise(op: str):
     return nodes
 
 
-def _leaky_relu(g: Graph, layer: LeakyReLU, x: str, i: int) -> str:
+def _leaky_relu(g: Graph, layer: layers.LeakyReLU, x: str, i: int) -> str:
     return g.node("LeakyRelu", [x], alpha=float(layer.negative_slope))
 
 
-def _gelu(g: Graph, layer: GELU, x: str, i: int) -> str:
+def _gelu(g: Graph, layer: layers.GELU, x: str, i: int) -> str:
     """nnback's GELU is the tanh form: ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``."""
     if g.opset >= GELU_OPSET:
         return g.node("Gelu", [x], approximate="tanh")
@@ -120,24 +109,24 @@ def _gelu(g: Graph, layer: GELU, x: str, i: int) -> str:
     return g.node("Mul", [g.node("Mul", [x, g.const(0.5)]), g.node("Add", [t, g.const(1.0)])])
 
 
-def _softplus(g: Graph, layer: Softplus, x: str, i: int) -> str:
+def _softplus(g: Graph, layer: layers.Softplus, x: str, i: int) -> str:
     """``x`` where ``beta x > threshold``, else ``log(1 + exp(beta x)) / beta`` computed as
     nnback does, ``max(bx, 0) + log(1 + exp(-|bx|))`` (ONNX Runtime has no float64 Softplus)."""
     beta = g.const(layer.beta)
     bx = g.node("Mul", [x, beta])
-    tail = g.node("Log", [g.node("Add", [g.const(1.0), g.node("Exp", [g.node("Neg", [g.node("Abs", [bx])])])])])
+    exp_neg_abs = g.node("Exp", [g.node("Neg", [g.node("Abs", [bx])])])
+    tail = g.node("Log", [g.node("Add", [g.const(1.0), exp_neg_abs])])
     soft = g.node("Div", [g.node("Add", [g.node("Relu", [bx]), tail]), beta])
     linear = g.node("Greater", [bx, g.const(layer.threshold)])
     return g.node("Where", [linear, x, soft])
 
 
-def _layer_norm(g: Graph, layer: LayerNorm, x: str, i: int) -> str:
-    return g.node("LayerNormalization",
-                  [x, g.weight(f"{i}.gamma", layer.params["gamma"]), g.weight(f"{i}.beta", layer.params["beta"])],
-                  axis=-1, epsilon=float(layer.eps))
+def _layer_norm(g: Graph, layer: layers.LayerNorm, x: str, i: int) -> str:
+    gamma, beta = (g.weight(f"{i}.{k}", layer.params[k]) for k in ("gamma", "beta"))
+    return g.node("LayerNormalization", [x, gamma, beta], axis=-1, epsilon=float(layer.eps))
 
 
-def _batch_norm(g: Graph, layer: BatchNorm1d, x: str, i: int) -> str:
+def _batch_norm(g: Graph, layer: layers.BatchNorm1d, x: str, i: int) -> str:
     """Inference form: normalised with the running statistics (input (N, C, ...))."""
     names = ("gamma", "beta", "running_mean", "running_var")
     arrays = {**layer.params, **layer.buffers}
@@ -145,22 +134,22 @@ def _batch_norm(g: Graph, layer: BatchNorm1d, x: str, i: int) -> str:
                   epsilon=float(layer.eps))
 
 
-def _dropout(g: Graph, layer: Dropout, x: str, i: int) -> str:
+def _dropout(g: Graph, layer: layers.Dropout, x: str, i: int) -> str:
     """The identity at inference: no node."""
     return x
 
 
 LAYER_NODES = {
-    Linear: _linear,
-    ReLU: _elementwise("Relu"),
-    LeakyReLU: _leaky_relu,
-    Sigmoid: _elementwise("Sigmoid"),
-    Tanh: _elementwise("Tanh"),
-    GELU: _gelu,
-    Softplus: _softplus,
-    LayerNorm: _layer_norm,
-    BatchNorm1d: _batch_norm,
-    Dropout: _dropout,
+    layers.Linear: _linear,
+    layers.ReLU: _elementwise("Relu"),
+    layers.LeakyReLU: _leaky_relu,
+    layers.Sigmoid: _elementwise("Sigmoid"),
+    layers.Tanh: _elementwise("Tanh"),
+    layers.GELU: _gelu,
+    layers.Softplus: _softplus,
+    layers.LayerNorm: _layer_norm,
+    layers.BatchNorm1d: _batch_norm,
+    layers.Dropout: _dropout,
 }
 
 

@@ -8,8 +8,8 @@ and the "matrix multiplies alone" bound: the same GEMMs with nothing else. With
 ``--against torch`` / ``--against sklearn`` the same network, batch, optimizer and
 data run in those libraries, interleaved round by round with nnback, and the table
 gives the ratios; with PyTorch it also times the same GEMMs on PyTorch's BLAS, which
-separates the BLAS libraries' speed from the frameworks'. Every measurement runs in a worker process of its own, so peak
-memory is per case and library.
+separates the BLAS libraries' speed from the frameworks'. Every measurement runs in a
+worker process of its own, so peak memory is per case and library.
 
 Usage:
     python scripts/bench.py [--cases spiral,digits] [--seconds 1] [--rounds 3]
@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,13 +53,13 @@ class Case:
     def flops(self):
         """Matrix-multiply FLOPs of one step: forward, dW and dx, no dx for the input."""
         n = self.batch
-        pairs = list(zip(self.dims[:-1], self.dims[1:]))
+        pairs = list(pairwise(self.dims))
         return 2 * n * (3 * sum(a * b for a, b in pairs) - pairs[0][0] * pairs[0][1])
 
     def bytes(self):
         """data + parameters + gradients + momentum + one batch's activations and their
         gradients, float32 (labels int64): what a training process must hold."""
-        params = sum(a * b + b for a, b in zip(self.dims[:-1], self.dims[1:]))
+        params = sum(a * b + b for a, b in pairwise(self.dims))
         activations = self.batch * sum(self.dims[1:])
         return self.samples * (self.dims[0] * 4 + 8) + 3 * params * 4 + 2 * activations * 4
 
@@ -104,7 +105,7 @@ def nnback_parts(case):
 
     rng = np.random.default_rng(1)
     layers = []
-    for i, (a, b) in enumerate(zip(case.dims[:-1], case.dims[1:])):
+    for i, (a, b) in enumerate(pairwise(case.dims)):
         layers += [Linear(a, b, rng=rng)] + ([ReLU()] if i < len(case.dims) - 2 else [])
     model = Sequential(layers)
     return model, SoftmaxCrossEntropy(), SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
@@ -144,8 +145,8 @@ def gemm_step(case, x, matmul, wrap):
     rng = np.random.default_rng(1)
     n, dims = case.batch, case.dims
     weights = [wrap(rng.standard_normal((a, b), dtype=np.float32) * np.float32(a ** -0.5))
-               for a, b in zip(dims[:-1], dims[1:])]
-    grads = [wrap(np.empty((a, b), np.float32)) for a, b in zip(dims[:-1], dims[1:])]
+               for a, b in pairwise(dims)]
+    grads = [wrap(np.empty((a, b), np.float32)) for a, b in pairwise(dims)]
     acts = [wrap(x[:n])] + [wrap(np.empty((n, d), np.float32)) for d in dims[1:]]
     deltas = [None] + [wrap(rng.standard_normal((n, d), dtype=np.float32)) for d in dims[1:]]
 
@@ -182,7 +183,7 @@ def torch_step(case, x, y, threads):
     torch.set_num_threads(threads)
     torch.manual_seed(1)
     layers = []
-    for i, (a, b) in enumerate(zip(case.dims[:-1], case.dims[1:])):
+    for i, (a, b) in enumerate(pairwise(case.dims)):
         layers += [torch.nn.Linear(a, b)] + ([torch.nn.ReLU()] if i < len(case.dims) - 2 else [])
     model = torch.nn.Sequential(*layers)
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)

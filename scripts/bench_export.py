@@ -23,19 +23,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 from nnback.build import build_network
 from nnback.config import Experiment, load_config
 from nnback.data import DataMeta, Preprocessor
-from nnback.predictor import Predictor
+from nnback.runfolder.saved_model import Predictor
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MNIST_SHAPED = {
     "name": "mnist-shaped", "seed": 0,
@@ -91,7 +89,7 @@ def measure(name, pred, X, batch, args, session) -> dict:
         order = list(sides) if r % 2 == 0 else list(sides)[::-1]
         for side in order:
             rates[side].append(rows_per_second(sides[side], X, batch, args.seconds))
-    ratios = [o / n for o, n in zip(rates["onnxruntime"], rates["nnback"])]
+    ratios = [o / n for o, n in zip(rates["onnxruntime"], rates["nnback"], strict=True)]
     return {"model": name, "batch": batch,
             "nnback_rows_per_s": statistics.median(rates["nnback"]),
             "onnxruntime_rows_per_s": statistics.median(rates["onnxruntime"]),
@@ -127,7 +125,8 @@ def main() -> None:
     if not args.json:
         print(f"onnxruntime {ort.__version__}, numpy {np.__version__}, {args.threads} thread(s), "
               f"{args.rounds} interleaved rounds of {args.seconds:g} s per side")
-        print(f"{'model':<22} {'batch':>6} {'nnback rows/s':>14} {'ORT rows/s':>12} {'ORT/nnback':>11} {'spread':>13}")
+        print(f"{'model':<22} {'batch':>6} {'nnback rows/s':>14} {'ORT rows/s':>12} "
+              f"{'ORT/nnback':>11} {'spread':>13}")
         for r in results:
             print(f"{r['model']:<22} {r['batch']:>6} {r['nnback_rows_per_s']:>14,.0f} "
                   f"{r['onnxruntime_rows_per_s']:>12,.0f} {r['ratio_median']:>10.2f}x "

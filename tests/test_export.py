@@ -31,11 +31,11 @@ from nnback.layers import (
     Tanh,
 )
 from nnback.model import Sequential
-from nnback.predictor import Predictor
+from nnback.runfolder.saved_model import Predictor
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from nnback.onnx_graph import LAYER_NODES, add_metadata, build_onnx, config_hash
+from nnback.onnx_graph import LAYER_NODES, add_metadata, build_onnx, config_hash  # noqa: E402
 
 REPO = Path(__file__).parent.parent
 D, HIDDEN = 6, 7
@@ -79,7 +79,7 @@ def predictor_for(hidden_layers, loss="softmax_cross_entropy", preprocess="stand
 def run_onnx(model, X):
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(None, {"input": X})))
+    return dict(zip(names, session.run(None, {"input": X}), strict=True))
 
 
 def assert_same_predictions(predictor, model, X):

@@ -2,6 +2,7 @@
 lean softmax cross-entropy) give the numbers of a plain NumPy reference."""
 
 import tracemalloc
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
 def build(dtype, widths=(6, 9, 7, 4), activation="relu", seed=0):
     rng = np.random.default_rng(seed)
     layers = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+    for i, (a, b) in enumerate(pairwise(widths)):
         layers.append(Linear(a, b, dtype=dtype, rng=rng))
         if i < len(widths) - 2:
             layers.append(ACTIVATIONS[activation]())
@@ -43,7 +44,7 @@ def reference_step(weights, biases, velocity, x, y, lr, momentum, activation, fi
     Returns the loss and the gradients; updates weights, biases and velocity in place.
     """
     acts, locals_ = [x], []
-    for i, (w, b) in enumerate(zip(weights, biases)):
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
         h = acts[-1] @ w + b
         if i < len(weights) - 1:
             h, local = reference_activation(activation, h)
@@ -63,9 +64,9 @@ def reference_step(weights, biases, velocity, x, y, lr, momentum, activation, fi
         if i:
             d = (d @ weights[i].T) * locals_[i - 1]
     grads.reverse()
-    params = [p for pair in zip(weights, biases) for p in pair]
+    params = [p for pair in zip(weights, biases, strict=True) for p in pair]
     flat_grads = [g for pair in grads for g in pair]
-    for p, g, v in zip(params, flat_grads, velocity):
+    for p, g, v in zip(params, flat_grads, velocity, strict=True):
         if first_step:
             v[...] = g
         else:
@@ -99,9 +100,9 @@ def test_training_steps_match_the_reference(dtype, activation, input_grad):
                                              activation, step == 0)
         assert loss == pytest.approx(ref_loss, rel=TOL[dtype]["rtol"])
         assert (dx is None) != input_grad
-        for got, want in zip(grads, ref_grads):
+        for got, want in zip(grads, ref_grads, strict=True):
             np.testing.assert_allclose(got, want, **TOL[dtype])
-        for (_, got, _), want in zip(model.parameters(), params):
+        for (_, got, _), want in zip(model.parameters(), params, strict=True):
             np.testing.assert_allclose(got, want, **TOL[dtype])
         assert scores.dtype == dscores.dtype == dtype
         assert all(g.dtype == dtype for g in grads)
@@ -119,7 +120,7 @@ def test_fast_path_equals_the_traced_path(dtype):
         _, dscores = SoftmaxCrossEntropy()(model.forward(x, trace=trace), y)
         dx = model.backward(dscores, trace=None if trace is None else [])
         results.append([dx] + [g.copy() for _, _, g in model.parameters()])
-    for fast, traced in zip(*results):
+    for fast, traced in zip(*results, strict=True):
         np.testing.assert_array_equal(fast, traced)
 
 
@@ -210,7 +211,7 @@ def test_whole_model_update_equals_per_parameter_update(name, dtype, widths):
             g[...] = rng.standard_normal(g.shape)
         packed_opt.step()
         loose_opt.step()
-    for (_, a, _), (_, b, _) in zip(model.parameters(), loose):
+    for (_, a, _), (_, b, _) in zip(model.parameters(), loose, strict=True):
         np.testing.assert_array_equal(a, b)
     packed_state, loose_state = packed_opt.state_dict(), loose_opt.state_dict()
     assert packed_state.keys() == loose_state.keys()
@@ -229,10 +230,10 @@ def test_packed_optimizer_state_round_trips():
     before = [p.copy() for _, p, _ in model.parameters()]
     fresh.step()
     after_fresh = [p.copy() for _, p, _ in model.parameters()]
-    for (_, p, _), b in zip(model.parameters(), before):
+    for (_, p, _), b in zip(model.parameters(), before, strict=True):
         p[...] = b
     opt.step()
-    for (_, p, _), want in zip(model.parameters(), after_fresh):
+    for (_, p, _), want in zip(model.parameters(), after_fresh, strict=True):
         np.testing.assert_array_equal(p, want)
 
 
@@ -245,7 +246,7 @@ def test_clip_grad_norm_on_packed_gradients():
     expected = np.sqrt(sum((g ** 2).sum() for g in grads))
     scaled = [g * (1.0 / (expected + 1e-6)) for g in grads]
     assert clip_grad_norm(grads, 1.0) == pytest.approx(expected, rel=1e-12)
-    for got, want in zip(grads, scaled):
+    for got, want in zip(grads, scaled, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12)
 
 

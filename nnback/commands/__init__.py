@@ -1,1 +1,1 @@
-"""One module per command family: what each ``nnback`` command does, without the CLI."""
+"""The commands behind the CLI, one module per command family; each returns text or data."""

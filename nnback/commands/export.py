@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from nnback.atomic import atomic_write_bytes
 from nnback.build import loss_targets
 from nnback.data import Split, load_data
-from nnback.data.dataset import PART_NAMES
 from nnback.data.inputs import read_raw_inputs
+from nnback.data.load import PART_NAMES
 from nnback.errors import EXIT_FAILURE, EXIT_OK, DataError, ExportError, NnbackError
-from nnback.predictor import Predictor, load
+from nnback.runfolder.atomic import atomic_write_bytes
+from nnback.runfolder.saved_model import Predictor, load
 from nnback.train.evaluate import EVAL_BATCH, evaluate, predicted_classes
 
 INSTALL_HINT = 'pip install -e ".[onnx]"'
@@ -124,7 +124,7 @@ def compare(predictor: Predictor, session, X: np.ndarray, source: str) -> Compar
     X = np.ascontiguousarray(X, dtype=np.float32)
     if len(X) == 0:
         raise DataError(f"{source}: no rows to compare on")
-    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"input": X})))
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"input": X}), strict=True))
     if "values" in got:
         reference = predictor.scores(X)
         magnitude = float(np.abs(reference).max())
