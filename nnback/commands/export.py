@@ -77,7 +77,7 @@ def export_run(run: str | Path, out: str | Path | None = None, opset: int | None
             run's test split.
 
     Raises:
-        NnbackError: onnx (or, with ``check``, onnxruntime) missing, unreadable weights,
+        NnbackError: onnx (or, with ``check`` or ``data``, onnxruntime) missing, unreadable weights,
             an unsupported layer or option, unreadable data; nothing is written.
     """
     _require("onnx")
@@ -101,12 +101,7 @@ def export_run(run: str | Path, out: str | Path | None = None, opset: int | None
     if runtime is None:
         lines.append(f"not checked: onnxruntime is not installed ({INSTALL_HINT})")
     else:
-        if data is not None:
-            source, X = str(data), read_raw_inputs(Path(data), predictor.data)
-        else:
-            name = next(name for name in PART_NAMES[::-1] if name in parts)
-            source, X = f"the {name} split", parts[name][0]
-        comparison = compare(predictor, _session(runtime, model), X, source)
+        comparison = compare(predictor, _session(runtime, model), *_rows_to_compare(predictor, parts, data))
         lines.append(comparison.line(runtime.__version__))
         if not comparison.ok:
             lines.append(f"error: ONNX Runtime and nnback disagree beyond float32 rounding "
@@ -135,6 +130,15 @@ def compare(predictor: Predictor, session, X: np.ndarray, source: str) -> Compar
     gaps = np.abs(proba[rows, labels[rows]] - proba[rows, got["label"][rows]])
     return Comparison(source, len(X), _largest(got["probabilities"], proba), 1.0,
                       len(X) - len(rows), int(np.count_nonzero(gaps <= TOLERANCE)))
+
+
+def _rows_to_compare(predictor: Predictor, parts: dict, data: str | Path | None) -> tuple[np.ndarray, str]:
+    """Raw rows (N, D) and where they come from: the ``data`` file, else the test split
+    (the validation or training split when the run has none)."""
+    if data is not None:
+        return read_raw_inputs(Path(data), predictor.data), str(data)
+    name = next(name for name in PART_NAMES[::-1] if name in parts)
+    return parts[name][0], f"the {name} split"
 
 
 def _largest(a: np.ndarray, b: np.ndarray) -> float:
