@@ -42,9 +42,5 @@ def xavier_uniform(fan_in, fan_out, rng, dtype=np.float32):
     return _uniform(math.sqrt(6.0 / (fan_in + fan_out)), fan_in, fan_out, rng, dtype)
 
 
-INITIALIZERS = {
-    "he_normal": he_normal,
-    "he_uniform": he_uniform,
-    "xavier_normal": xavier_normal,
-    "xavier_uniform": xavier_uniform,
-}
+# The YAML name of an initialiser is its function's name (``init: xavier_uniform``).
+INITIALIZERS = {fn.__name__: fn for fn in (he_normal, he_uniform, xavier_normal, xavier_uniform)}

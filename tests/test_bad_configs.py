@@ -91,8 +91,8 @@ CASES = {
         put(train, "batch_size", 3.5), "train.batch_size: must be an integer (got 3.5)"),
     "unknown layer type": (
         put(layer(1), "type", "rellu"),
-        "model.layers[1].type: unknown value 'rellu' (did you mean 'relu'?); choose from linear, "
-        "relu, sigmoid, tanh, gelu, softplus, leaky_relu, dropout, batchnorm, layernorm"),
+        "model.layers[1].type: unknown value 'rellu' (did you mean 'relu'?); choose from batchnorm, "
+        "dropout, gelu, layernorm, leaky_relu, linear, relu, sigmoid, softplus, tanh"),
     "layer without type": (
         drop(layer(2), "type"), "model.layers[2]: missing 'type' (which kind of entry this is)"),
     "dropout p above 1": (put(layer(2), "p", 1.5), "model.layers[2].p: must be less than 1 (got 1.5)"),
@@ -114,7 +114,7 @@ CASES = {
     "unknown loss": (
         put(top, "loss", "crossentropy"),
         "loss: unknown value 'crossentropy' (did you mean 'softmax_cross_entropy'?); choose from "
-        "softmax_cross_entropy, mse, hinge, bce_with_logits"),
+        "bce_with_logits, hinge, mse, softmax_cross_entropy"),
     "regression loss on classes": (
         put(top, "loss", "mse"),
         "loss: 'mse' needs regression data, but data.source gives classification targets"),
@@ -126,8 +126,8 @@ CASES = {
         "schedule.warmup_epochs: must be less than train.epochs (3) (got 3)"),
     "unknown schedule": (
         put(top, "schedule", {"type": "cosin"}),
-        "schedule.type: unknown value 'cosin' (did you mean 'cosine'?); choose from constant, step, "
-        "exponential, cosine"),
+        "schedule.type: unknown value 'cosin' (did you mean 'cosine'?); choose from constant, cosine, "
+        "exponential, step"),
     "nesterov without momentum": (
         lambda cfg: optimizer(cfg).update(momentum=0.0, nesterov=True),
         "optimizer.nesterov: needs momentum > 0 and dampening 0"),

@@ -147,3 +147,17 @@ def test_resume_refuses_a_changed_config(reference, tmp_path):
     assert result.exit_code == 2
     assert result.stderr == (f"error: {run}: the saved config differs in optimizer.lr; "
                              f"add --force to resume anyway\n")
+
+
+def test_resume_accepts_a_config_saved_with_null_weight_decay(reference, tmp_path):
+    """Earlier versions wrote adam's default weight decay as null; it resolves to 0 now."""
+    config, ref = reference
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["optimizer"]["weight_decay"] == 0.0
+    saved["optimizer"]["weight_decay"] = None
+    (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    result = invoke("train", config, "--out", run, "--resume")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().endswith("the run is already completed")

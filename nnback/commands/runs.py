@@ -15,9 +15,10 @@ import math
 from pathlib import Path
 
 from nnback.config.diff import differing_keys, flatten
-from nnback.config.loader import read_yaml
+from nnback.config.loader import read_saved_config
 from nnback.errors import NnbackError
 from nnback.formatting import duration, format_table
+from nnback.train.evaluate import higher_is_better
 
 STATUSES = ("completed", "early_stopped", "interrupted", "time_limit", "diverged", "failed",
             "incomplete")
@@ -61,7 +62,7 @@ def load_run(path: str | Path) -> Run:
     config_path = path / "config.yaml"
     if not config_path.is_file():
         raise NnbackError(f"{path}: not a run folder (no config.yaml)")
-    config = read_yaml(config_path)
+    config = read_saved_config(config_path)
     metrics = read_jsonl(path / "metrics.jsonl", missing_ok=True)
     return Run(path, config, read_json(path / "summary.json") or {}, metrics)
 
@@ -93,17 +94,13 @@ def run_labels(runs: list[Run]) -> list[str]:
     return labels
 
 
-def lower_is_better(metric: str) -> bool:
-    return "accuracy" not in metric
-
-
 def best_of(metrics: list[dict], metric: str) -> tuple[float | None, int | None]:
     """Best value of ``metric`` over the evaluation records, and its epoch."""
     values = [(r[metric], r.get("epoch")) for r in metrics
               if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])]
     if not values:
         return None, None
-    pick = min if lower_is_better(metric) else max
+    pick = max if higher_is_better(metric) else min
     return pick(values, key=lambda v: v[0])
 
 
@@ -161,7 +158,7 @@ def _sorted(rows: list[dict], key: str) -> list[dict]:
     column = _sort_key(rows, key)
     present = [r for r in rows if r[column] is not None]
     missing = [r for r in rows if r[column] is None]
-    descending = column.endswith("accuracy")
+    descending = higher_is_better(column)
     try:
         present.sort(key=lambda r: r[column], reverse=descending)
     except TypeError:

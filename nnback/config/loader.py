@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from nnback.config.data_schema import DATA_VARIANTS
 from nnback.config.schema import Experiment
 from nnback.errors import ConfigError
+from nnback.spec import BOUNDS, number
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -41,6 +42,17 @@ def read_yaml(path: str | Path) -> dict:
         kind = "empty" if raw is None else f"a {type(raw).__name__}"
         raise ConfigError(f"{path}: the file must be a YAML mapping of sections, but it is {kind}")
     return raw
+
+
+def read_saved_config(path: str | Path) -> dict:
+    """A run folder's config.yaml as today's schema resolves it, so that options added
+    since it was written count with their defaults (and ``weight_decay: null``, as adam
+    was once saved, as adam's 0); as written if it no longer validates."""
+    saved = read_yaml(path)
+    try:
+        return Experiment.model_validate(saved).model_dump(mode="json")
+    except ValidationError:
+        return saved
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -238,24 +250,14 @@ def _got(value) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def _number(value) -> str:
-    """A limit as a person writes it: ``0`` rather than ``0.0``."""
-    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
-
-
 def _message(error: dict) -> str:
     kind, ctx, value = error["type"], error.get("ctx", {}), error.get("input")
     if kind == "missing":
         return MISSING
-    bounds = {
-        "greater_than": ("greater than", "gt"),
-        "greater_than_equal": ("at least", "ge"),
-        "less_than": ("less than", "lt"),
-        "less_than_equal": ("at most", "le"),
-    }
+    bounds = {"greater_than": "gt", "greater_than_equal": "ge", "less_than": "lt", "less_than_equal": "le"}
     if kind in bounds:
-        words, name = bounds[kind]
-        return f"must be {words} {_number(ctx[name])} (got {_got(value)})"
+        key = bounds[kind]
+        return f"must be {BOUNDS[key]} {number(ctx[key])} (got {_got(value)})"
     if kind in ("union_tag_invalid", "literal_error"):
         choices = _choices(ctx.get("expected_tags") or ctx.get("expected", ""))
         given = ctx.get("tag", value)

@@ -1,4 +1,9 @@
-"""Layers: each a forward/backward pair with ``params``, ``grads`` and ``buffers``."""
+"""Layers: each a forward/backward pair with ``params``, ``grads`` and ``buffers``.
+
+Each layer class also carries a ``spec`` (``nnback.spec.LayerSpec``): its YAML name,
+options, formulas and diagnostics flags. Importing a layer's module here is what
+registers it (``nnback.registry``).
+"""
 
 from nnback.layers.activations import GELU, LeakyReLU, ReLU, Sigmoid, Softplus, Tanh
 from nnback.layers.base import Layer

@@ -3,6 +3,7 @@
 import numpy as np
 
 from nnback.layers.base import Layer
+from nnback.spec import Formulas, LayerSpec, Option
 
 
 def _normalize(x, axis, eps):
@@ -25,11 +26,16 @@ def _normalize_backward(dxhat, xhat, inv_std, axis):
     return dx
 
 
+# The parameter gradients both layers keep, for ``nnback explain``.
+_AFFINE_KEEPS = [("gamma", "dgamma = sum over N of (dout * xhat)"), ("beta", "dbeta = sum over N of dout")]
+
+
 class _AffineNorm(Layer):
     """Normalisation followed by a learned per-feature scale ``gamma`` and shift ``beta``."""
 
     def __init__(self, num_features, eps=1e-5, dtype=np.float32):
         super().__init__()
+        self.spec.check(eps=eps)
         self.num_features = num_features
         self.eps = eps
         self.params = {"gamma": np.ones(num_features, dtype), "beta": np.zeros(num_features, dtype)}
@@ -74,7 +80,28 @@ class BatchNorm1d(_AffineNorm):
         buffers["running_mean"]: (D,), zeros.  buffers["running_var"]: (D,), ones.
     """
 
+    spec = LayerSpec(
+        name="batchnorm", doc="Batch normalisation over the batch axis.", role="norm",
+        options=(
+            Option("momentum", float, 0.1, "Weight of the new batch in the running statistics.",
+                   gt=0, le=1),
+            Option("eps", float, 1e-5, "Added to the variance before the square root.", gt=0),
+        ),
+        formulas=Formulas(
+            forward=["training: mu = mean over N of x;  var = mean over N of (x - mu)**2",
+                     "xhat = (x - mu) / sqrt(var + {layer.eps});  out = gamma * xhat + beta",
+                     "running_mean and running_var move {layer.momentum} of the way to mu and var;",
+                     "evaluation normalises with them instead"],
+            passes=["dxhat = dout * gamma",
+                    "dx = (dxhat - mean over N of dxhat - xhat * mean over N of (dxhat * xhat))"
+                    " / sqrt(var + eps)"],
+            keeps=_AFFINE_KEEPS,
+            caches=[("xhat", "(N, {i})"), ("1 / sqrt(var + eps)", "(1, {i})")],
+        ),
+    )
+
     def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):
+        self.spec.check(momentum=momentum)
         super().__init__(num_features, eps, dtype)
         self.momentum = momentum
         self.buffers = {"running_mean": np.zeros(num_features, dtype),
@@ -127,6 +154,20 @@ class LayerNorm(_AffineNorm):
     Attributes:
         params["gamma"]: (D,), ones.  params["beta"]: (D,), zeros.
     """
+
+    spec = LayerSpec(
+        name="layernorm", doc="Normalisation over the features of each sample.", role="norm",
+        options=(Option("eps", float, 1e-5, "Added to the variance before the square root.", gt=0),),
+        formulas=Formulas(
+            forward=["mu, var = mean and variance of each sample over its {i} features",
+                     "xhat = (x - mu) / sqrt(var + {layer.eps});  out = gamma * xhat + beta"],
+            passes=["dxhat = dout * gamma",
+                    "dx = (dxhat - mean over D of dxhat - xhat * mean over D of (dxhat * xhat))"
+                    " / sqrt(var + eps)"],
+            keeps=_AFFINE_KEEPS,
+            caches=[("xhat", "(N, {i})"), ("1 / sqrt(var + eps)", "(N, 1)")],
+        ),
+    )
 
     def forward(self, x, training=True, out=None):
         xhat, inv_std, _, _ = _normalize(x, 1, self.eps)

@@ -16,6 +16,7 @@ from nnback.config.schema import Experiment
 from nnback.data import DataMeta, Preprocessor, labels_from_indices
 from nnback.errors import CheckpointError
 from nnback.layers.activations import sigmoid
+from nnback.registry import LOSSES
 from nnback.runfolder.checkpoint import load_checkpoint
 from nnback.runfolder.snapshot import restore_arrays, role_arrays
 
@@ -86,7 +87,7 @@ class Predictor:
     @property
     def probabilistic(self) -> bool:
         """True when the loss makes the scores probabilities (``predict_proba`` works)."""
-        return self.exp.loss.type in ("softmax_cross_entropy", "bce_with_logits")
+        return LOSSES[self.exp.loss.type].spec.probabilities
 
 
 def load(path: str | Path) -> Predictor:

@@ -18,10 +18,13 @@ Definitions (all on the mini-batch of the recorded step; norms are Frobenius nor
   Around 1e-3 is the usual healthy value. ``matrix`` marks 2-D weights, the only
   parameters whose ratio is checked for warnings.
 - ``dx_norm``: ||dL/dx||, the gradient a layer passes back to its input, (N, D_in).
-- ``mean``, ``std``: of an activation layer's output over the batch and units.
-- ``dead`` (ReLU): fraction of units that output 0 for every sample of the batch.
-- ``saturated``: fraction of outputs in the flat tails, where the local gradient is
-  below 0.01: sigmoid outside [0.01, 0.99], tanh with |out| > 0.99.
+- ``mean``, ``std``: of an activation layer's output (its spec's role is
+  ``"activation"``) over the batch and units.
+- ``dead`` (layers whose spec says ``can_die``: ReLU): fraction of units that output 0
+  for every sample of the batch.
+- ``saturated``: fraction of outputs in the flat tails, outside the range the layer's
+  spec declares (``saturated_outside``): sigmoid outside [0.01, 0.99], tanh outside
+  [-0.99, 0.99].
 - ``depth_ratio``: dx_norm of layer 1 (the gradient reaching the first layer's output)
   over dx_norm of the last layer; far below 1 the gradient vanishes through depth, far
   above it explodes. Present for networks of 3 layers or more.
@@ -41,8 +44,6 @@ import numpy as np
 
 from nnback.optim import grad_norm
 
-ACTIVATIONS = ("ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softplus")
-SATURATION = 0.99  # |tanh| above, or sigmoid outside [1 - SATURATION, SATURATION]
 HEALTHY_RATIO = 1e-3
 
 
@@ -198,19 +199,18 @@ def activation_stats(layer, out: np.ndarray) -> dict:
     """Statistics of an activation layer's output ``out``, (N, D); {} for other layers.
 
     Returns:
-        ``mean`` and ``std``; plus ``dead`` for ReLU and ``saturated`` for Sigmoid/Tanh.
+        ``mean`` and ``std``; plus ``dead`` for a layer that can die (ReLU) and
+        ``saturated`` for one that saturates (Sigmoid, Tanh), as its spec says.
     """
-    kind = type(layer).__name__
-    if kind not in ACTIVATIONS:
+    spec = getattr(type(layer), "spec", None)
+    if spec is None or spec.role != "activation":
         return {}
     stats = {"mean": _num(out.mean()), "std": _num(out.std())}
-    if kind == "ReLU":
+    if spec.can_die:
         stats["dead"] = _num(1 - np.count_nonzero(out.any(axis=0)) / out.shape[1])
-    elif kind == "Sigmoid":
-        flat = np.count_nonzero((out < 1 - SATURATION) | (out > SATURATION))
-        stats["saturated"] = _num(flat / out.size)
-    elif kind == "Tanh":
-        stats["saturated"] = _num(np.count_nonzero(np.abs(out) > SATURATION) / out.size)
+    if spec.saturated_outside is not None:
+        low, high = spec.saturated_outside
+        stats["saturated"] = _num(np.count_nonzero((out < low) | (out > high)) / out.size)
     return stats
 
 

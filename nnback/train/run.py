@@ -16,8 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from nnback.config import load_config, read_yaml
+from nnback.config import load_config
 from nnback.config.diff import differing_keys
+from nnback.config.loader import read_saved_config
 from nnback.config.timeparse import parse_duration
 from nnback.data import load_data
 from nnback.errors import (
@@ -219,7 +220,7 @@ def _new_run_dir(exp) -> Path:
 
 def _saved_config(run_dir: Path) -> dict | None:
     path = run_dir / "config.yaml"
-    return read_yaml(path) if path.exists() else None
+    return read_saved_config(path) if path.exists() else None
 
 
 def _read_summary(run_dir: Path) -> dict | None:
