@@ -2,9 +2,7 @@
 nnback's own predictions in ONNX Runtime; the shipped runs end to end; refusals."""
 
 import json
-import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -316,20 +314,6 @@ def test_missing_onnxruntime(shipped_runs, in_repo, monkeypatch, tmp_path):
     assert result.exit_code == 0
     assert "not checked: onnxruntime is not installed" in result.stdout
     assert (tmp_path / "m.onnx").is_file()
-
-
-def test_readme_snippet_runs_as_shown(shipped_runs, tmp_path, monkeypatch):
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("## Using a trained model elsewhere"):]
-    code = section[section.index("```python\n") + len("```python\n"):]
-    code = code[:code.index("```")]
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "data").symlink_to(REPO / "data")
-    assert invoke("export", shipped_runs["digits-mlp"], "-o", "model.onnx").exit_code == 0
-    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert re.match(r"\[(\d, ){9}\d\] \[", done.stdout)
 
 
 def test_tolerance_is_float32_rounding():

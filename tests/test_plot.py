@@ -102,3 +102,12 @@ def test_an_image_without_pixels_is_a_user_error(tmp_path, size, message):
     with pytest.raises(NnbackError, match=message):
         plot_runs([run], tmp_path / "x.png", **size)
     assert not (tmp_path / "x.png").exists()
+
+
+def test_legend_of_several_experiments_names_each_and_stays_short(tmp_path):
+    runs = [load_run(make_run(tmp_path / "d" / str(i), lr=lr)) for i, lr in enumerate((0.1, 0.01))]
+    runs += [load_run(make_run(tmp_path / "s" / str(i), name="spiral", units=units))
+             for i, units in enumerate((8, 64))]
+    fig = make_figure(runs)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "digits-mlp (lr=0.1)", "digits-mlp (lr=0.01)", "spiral (units=8)", "spiral (units=64)"]
