@@ -225,7 +225,7 @@ def test_shipped_run_end_to_end(shipped_runs, in_repo, name, tmp_path):
     model = onnx.load(out)
     meta = {p.key: p.value for p in model.metadata_props}
     predictor = nnback.load(shipped_runs[name])
-    evaluated = json.loads(invoke("eval", shipped_runs[name], "--json").stdout)
+    evaluated = json.loads(invoke("eval", shipped_runs[name], "--format", "json").stdout)
     assert float(meta["test_loss"]) == pytest.approx(evaluated["test_loss"], rel=1e-5)
     exp = load_config(REPO / "config" / f"{name}.yaml", ["train.epochs=2"])
     assert meta["config_hash"] == config_hash(exp.model_dump(mode="json"))
