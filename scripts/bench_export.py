@@ -31,6 +31,7 @@ import numpy as np
 from nnback.build import build_network
 from nnback.config import Experiment, load_config
 from nnback.data import DataMeta, Preprocessor
+from nnback.data.builtin import load_digits
 from nnback.runfolder.saved_model import Predictor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +57,7 @@ def predictor(exp: Experiment, n_features: int, raw_rows: np.ndarray) -> Predict
 def models() -> dict[str, tuple[Predictor, np.ndarray]]:
     """name -> (predictor, raw float32 rows to feed it)."""
     rng = np.random.default_rng(0)
-    digits = np.load(ROOT / "data" / "digits.npz")["X"].reshape(-1, 64).astype(np.float32)
+    digits = load_digits().X.astype(np.float32)
     pixels = rng.integers(0, 256, size=(8192, 784)).astype(np.float32)
     return {
         "digits 64-128-10": (predictor(load_config(ROOT / "config" / "digits-mlp.yaml"), 64, digits), digits),

@@ -82,6 +82,24 @@ def nnback_command(*args) -> list[str]:
     return [sys.executable, "-m", "nnback.cli", *map(str, args)]
 
 
+def invoke(*args):
+    """Run ``nnback ARGS...`` in this process (typer's CliRunner); stderr is in ``output``."""
+    from typer.testing import CliRunner
+
+    from nnback.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_error(result, start: str) -> str:
+    """The one output line of a command that failed with exit 2, checked to start with
+    ``error: <start>``."""
+    assert result.exit_code == 2, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {start}"), result.output
+    return lines[0]
+
+
 def _env() -> dict:
     return {**os.environ, **_ENV}
 

@@ -14,6 +14,7 @@ import nnback
 from nnback.cli import app
 from nnback.config import Experiment, load_config
 from nnback.data import DataMeta, Preprocessor
+from nnback.data.builtin import load_digits
 from nnback.errors import ExportError
 from nnback.layers import (
     GELU,
@@ -234,8 +235,8 @@ def test_shipped_run_end_to_end(shipped_runs, in_repo, name, tmp_path):
     else:
         assert json.loads(meta["classes"]) == predictor.classes
         assert float(meta["test_accuracy"]) == pytest.approx(evaluated["test_accuracy"])
-    X = raw_rows(5)[:, :predictor.data.n_features] if name != "digits-mlp" else np.load(
-        REPO / "data" / "digits.npz")["X"][:50].reshape(50, -1).astype(np.float32)
+    X = raw_rows(5)[:, :predictor.data.n_features] if name != "digits-mlp" else (
+        load_digits().X[:50].astype(np.float32))
     assert_same_predictions(predictor, model, X)
 
 

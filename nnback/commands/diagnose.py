@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import math
+import os
 import textwrap
 from pathlib import Path
 
 from nnback.errors import NnbackError
 from nnback.formatting import format_table
-from nnback.train.diagnostics import HEALTHY_RATIO, ProblemTracker, Thresholds
-
-PARAM_METRICS = ("weight_norm", "grad_norm", "update_ratio")
-LAYER_METRICS = ("dx_norm", "mean", "std", "dead", "saturated")
+from nnback.train.diagnostics import (
+    HEALTHY_RATIO,
+    LAYER_METRICS,
+    PARAM_METRICS,
+    ProblemTracker,
+    Thresholds,
+    read_records,
+)
 
 
 def _ratio_distance(value: float) -> float:
@@ -166,10 +171,8 @@ def diagnose_run(run_dir: str | Path, thresholds: Thresholds = Thresholds()) -> 
         NnbackError: no records in ``run_dir`` (no or an empty ``diagnostics.jsonl``),
             saying why.
     """
-    from nnback.runfolder.jsonl import read_jsonl
-
     path = Path(run_dir) / "diagnostics.jsonl"
-    records = read_jsonl(path) if path.is_file() else []
+    records = read_records(path) if os.path.lexists(path) else []
     if not records:
         raise NnbackError(f"{run_dir}: no gradient-flow records: {why_no_records(run_dir)}")
     steps = [r["step"] for r in records]

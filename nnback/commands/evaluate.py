@@ -7,6 +7,7 @@ macro averages and the confusion matrix; for regression MAE, RMSE and R².
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,11 @@ def eval_saved(path: str | Path, split: str = "test", data_file: str | Path | No
         name = "data"
     targets = part.y
     part.y = loss_targets(predictor.exp, part.y, predictor.model.dtype)
-    metrics = evaluate(predictor.model, predictor.loss_fn, part, classification)
+    with np.errstate(over="ignore", invalid="ignore"):  # a non-finite loss is reported below
+        metrics = evaluate(predictor.model, predictor.loss_fn, part, classification)
+    if not math.isfinite(metrics["loss"]):
+        raise DataError(f"{data_file or path}: the loss on the {name} rows is {metrics['loss']}: "
+                        "some inputs are far outside the range the model was trained on")
     outputs = np.concatenate([predictor.scores(xb, preprocessed=True) for xb, _ in part.batches(EVAL_BATCH)])
     if not classification:
         metrics.update(regression_report(targets, outputs))

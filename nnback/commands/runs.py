@@ -13,6 +13,7 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -22,6 +23,9 @@ from nnback.config.loader import read_saved_config
 from nnback.errors import NnbackError
 from nnback.formatting import duration, format_table
 from nnback.train.evaluate import higher_is_better
+from nnback.untrusted import is_int, is_number
+
+logger = logging.getLogger(__name__)
 
 STATUSES = ("completed", "early_stopped", "interrupted", "time_limit", "diverged", "failed",
             "incomplete")
@@ -53,21 +57,64 @@ class Run:
         return str(self.summary.get("status", "incomplete"))
 
 
+# Types of the summary.json fields this module reads; others are shown as they are.
+SUMMARY_FIELDS = {"name": str, "status": str, "best": dict, "final": dict, "epochs": int,
+                  "wall_seconds": (int, float)}
+
+
+def _read_summary(path: Path) -> dict:
+    """``summary.json``, its fields checked; {} when the run has none yet.
+
+    Raises:
+        NnbackError: unreadable (see ``read_json``), not an object, or a field of the wrong type.
+    """
+    from nnback.runfolder.jsonl import read_json
+
+    if not os.path.lexists(path):
+        return {}
+    summary = read_json(path)
+    if summary is None:
+        raise NnbackError(f"{path}: not a JSON object")
+    for key, kind in SUMMARY_FIELDS.items():
+        value = summary.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise NnbackError(f"{path}: '{key}' is a {type(value).__name__}, not a summary's")
+    status, seconds = summary.get("status"), summary.get("wall_seconds")
+    if status is not None and status not in STATUSES:
+        raise NnbackError(f"{path}: unknown status {status[:40]!r}")
+    if seconds is not None and not (math.isfinite(seconds) and seconds >= 0):
+        raise NnbackError(f"{path}: 'wall_seconds' is {seconds}")
+    return summary
+
+
+def _metric_records(path: Path) -> list[dict]:
+    """The records of ``metrics.jsonl``: those with integer ``epoch``/``step`` and only
+    finite numbers (or null) as values; others are left out with a warning."""
+    from nnback.runfolder.jsonl import read_jsonl
+
+    records = read_jsonl(path, missing_ok=True)
+    kept = [r for r in records if all(r.get(k) is None or is_int(r[k]) for k in ("epoch", "step"))
+            and all(v is None or is_number(v) for v in r.values())]
+    if len(kept) < len(records):
+        logger.warning("warning: %s: %d records not in the metrics format left out", path,
+                       len(records) - len(kept))
+    return kept
+
+
 def load_run(path: str | Path) -> Run:
     """Read the run folder ``path``.
 
     Raises:
-        NnbackError: not a run folder (no ``config.yaml``), or an unreadable file.
+        NnbackError: not a run folder (no ``config.yaml``), or an unreadable or
+            malformed file.
     """
-    from nnback.runfolder.jsonl import read_json, read_jsonl
-
     path = Path(path)
     config_path = path / "config.yaml"
     if not config_path.is_file():
         raise NnbackError(f"{path}: not a run folder (no config.yaml)")
     config = read_saved_config(config_path)
-    metrics = read_jsonl(path / "metrics.jsonl", missing_ok=True)
-    return Run(path, config, read_json(path / "summary.json") or {}, metrics)
+    metrics = _metric_records(path / "metrics.jsonl")
+    return Run(path, config, _read_summary(path / "summary.json"), metrics)
 
 
 def find_runs(root: str | Path) -> list[Path]:
@@ -227,7 +274,7 @@ def _group_rows(root: Path, runs: list[Run]) -> tuple[list[str], list[dict]]:
     classified = any("val_accuracy" in m for r in runs for m in r.metrics)
     shown = ["val_loss", "val_accuracy"] if classified else ["val_loss"]
     shown = [m for m in shown if m != primary] + [primary]  # the epoch column follows its metric
-    tested = any("test_accuracy" in r.summary.get("final", {}) for r in runs)
+    tested = any("test_accuracy" in (r.summary.get("final") or {}) for r in runs)
     test = "test_accuracy" if tested else "test_loss"
     rows = []
     for run in runs:
@@ -237,7 +284,7 @@ def _group_rows(root: Path, runs: list[Run]) -> tuple[list[str], list[dict]]:
         row.update((k, setting_value(run.config, flat, k)) for k in settings)
         row.update((f"best_{m}", best_of(run.metrics, m)[0]) for m in shown)
         row["best_epoch"] = best_of(run.metrics, primary)[1]
-        row[test] = run.summary.get("final", {}).get(test)
+        row[test] = (run.summary.get("final") or {}).get(test)
         row["epochs"] = run.summary.get("epochs", last.get("epoch"))
         row["seconds"] = run.summary.get("wall_seconds", last.get("seconds"))
         rows.append(row)
@@ -267,9 +314,20 @@ def run_groups(root: str | Path, status: str | None = None) -> list[tuple[str, l
     """
     root = Path(root)
     wanted = _statuses(status)
-    runs = [load_run(p) for p in find_runs(root)]
-    runs = [r for r in runs if wanted is None or r.status in wanted]
+    runs = [r for r in _readable_runs(root) if wanted is None or r.status in wanted]
     return [(name, *_group_rows(root, group)) for name, group in experiments(runs).items()]
+
+
+def _readable_runs(root: Path) -> list[Run]:
+    """The runs under ``root``; a run folder that cannot be read (a malformed config.yaml
+    or summary.json, a FIFO in place of a file) is left out with a warning."""
+    runs = []
+    for folder in find_runs(root):
+        try:
+            runs.append(load_run(folder))
+        except NnbackError as exc:
+            logger.warning("warning: %s (run left out)", str(exc).splitlines()[0])
+    return runs
 
 
 def _sort_column(groups, key: str) -> dict[int, str]:

@@ -4,7 +4,7 @@
 
 - a built-in generator: ``spiral``, ``moons``, ``circles``, ``xor``, ``blobs``
   (classification) or ``sine``, ``linear`` (regression), with its parameters;
-- a named data set: ``digits`` (shipped in ``data/``), ``mnist`` or ``fashion-mnist``
+- a named data set: ``digits`` (shipped in the package), ``mnist`` or ``fashion-mnist``
   (fetched once with ``nnback data fetch``);
 - a data file split by fractions: a ``.csv`` or ``.npz`` path, or a pair
   ``{x: ..., y: ...}`` of ``.npy`` files or IDX files (raw or gzip);
@@ -193,7 +193,7 @@ class LinearData(_DataBase):
 
 
 class DigitsData(_DataBase):
-    """The 8x8 handwritten digits shipped in data/digits.npz (1,797 images, 10 classes)."""
+    """The 8x8 handwritten digits shipped in the package (1,797 images, 10 classes)."""
 
     source: Literal["digits"] = Field(description="Shipped 8x8 digits, pixels 0..16.")
 

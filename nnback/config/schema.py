@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import re
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -246,6 +247,12 @@ class OutputConfig(Section):
     dir: str = Field("runs", description="Runs go to <dir>/<name>/<timestamp> unless --out is given.")
 
 
+# The experiment name becomes a folder name: no path separators, no "..", no control or
+# shell-special characters, nothing hidden.
+PLAIN_NAME = re.compile(r"\w[\w.+=,@-]*")
+MAX_NAME_CHARS = 100
+
+
 class Experiment(Section):
     """A whole experiment file."""
 
@@ -261,6 +268,17 @@ class Experiment(Section):
     )
     train: TrainConfig = Field(default_factory=TrainConfig, description="Length and control of training.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where results are written.")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        """One plain folder name, so a run stays inside output.dir."""
+        if len(value) > MAX_NAME_CHARS or not PLAIN_NAME.fullmatch(value):
+            shown = repr(value[:40]) + ("..." if len(value) > 40 else "")
+            raise ValueError(f"must be one plain folder name: letters, digits and - _ . + = , @, "
+                             f"starting with a letter or digit, at most {MAX_NAME_CHARS} characters "
+                             f"(got {shown})")
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -36,6 +36,7 @@ from nnback.data.preprocess import Preprocessor
 from nnback.data.split import split_rows
 from nnback.data.table import Table
 from nnback.errors import DataError
+from nnback.untrusted import is_int
 
 PART_NAMES = ("train", "val", "test")
 
@@ -127,10 +128,47 @@ class DataMeta:
 
     @classmethod
     def from_dict(cls, data: dict) -> DataMeta:
+        """Rebuild a saved description, checking every field (the file may be hand-edited).
+
+        Raises:
+            DataError: a missing, unknown or ill-typed field, or counts that disagree.
+        """
         try:
-            return cls(**data)
+            meta = cls(**data)
         except TypeError as exc:
             raise DataError(f"saved data description is invalid ({exc})") from None
+        problem = meta._problem()
+        if problem:
+            raise DataError(f"saved data description is invalid: {problem}")
+        return meta
+
+    def _problem(self) -> str | None:
+        """What is wrong with the fields, or None."""
+        if self.task not in ("classification", "regression"):
+            return f"task {self.task!r}"
+        if not (_is_count(self.n_features) and _is_count(self.n_outputs)):
+            return f"n_features {self.n_features!r}, n_outputs {self.n_outputs!r}"
+        if self.task == "classification" and not (
+                _is_list_of(self.classes, (str, int)) and len(self.classes) == self.n_outputs
+                and len(set(self.classes)) == len(self.classes)):
+            return f"classes {str(self.classes)[:80]} for {self.n_outputs} outputs"
+        if self.task == "regression" and self.classes is not None:
+            return "classes given for regression"
+        if self.feature_names is not None and not (_is_list_of(self.feature_names, str)
+                                                   and len(self.feature_names) == self.n_features):
+            return f"feature_names {str(self.feature_names)[:80]} for {self.n_features} features"
+        if not isinstance(self.x_key, str):
+            return f"x_key {self.x_key!r}"
+        return None
+
+
+def _is_count(value) -> bool:
+    return is_int(value) and value > 0
+
+
+def _is_list_of(value, kinds: tuple) -> bool:
+    """A list of values of ``kinds`` (bools excluded)."""
+    return isinstance(value, list) and all(isinstance(v, kinds) and not isinstance(v, bool) for v in value)
 
 
 @dataclass

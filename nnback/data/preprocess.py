@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnback.data.table import chunk_slices, read_rows
+from nnback.data.table import chunk_slices, read_rows, usable
 from nnback.errors import DataError
 
 KINDS = ("none", "standardize", "minmax", "scale")
@@ -92,12 +92,13 @@ class Preprocessor:
     def from_state_dict(cls, state: dict[str, np.ndarray]) -> Preprocessor:
         """Rebuild a fitted Preprocessor from ``state_dict()`` arrays."""
         try:
-            kind = str(state["kind"])
-            shift = np.asarray(state["shift"], dtype=np.float32)
-            scale = np.asarray(state["scale"], dtype=np.float32)
+            kind, shift, scale = str(state["kind"]), np.asarray(state["shift"]), np.asarray(state["scale"])
         except KeyError as missing:
             raise DataError(f"saved preprocessing lacks {missing}") from None
-        if kind not in KINDS or shift.shape != scale.shape or shift.ndim != 1:
+        if not all(a.dtype.kind in "biuf" and usable(a).all() for a in (shift, scale)):
+            raise DataError("saved preprocessing is invalid (shift and scale must be finite float32 numbers)")
+        shift, scale = shift.astype(np.float32), scale.astype(np.float32)
+        if kind not in KINDS or shift.shape != scale.shape or shift.ndim != 1 or not shift.size:
             raise DataError(f"saved preprocessing is invalid (kind {kind!r}, "
                             f"shift {shift.shape}, scale {scale.shape})")
         prep = cls(kind, float(scale[0]) if kind == "scale" else None)

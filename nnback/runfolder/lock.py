@@ -190,7 +190,7 @@ def _read_holder(fd: int) -> dict[str, Any] | None:
     """The lock file's holder record, or ``None`` if it is empty or garbled."""
     try:
         holder = json.loads(os.pread(fd, 65536, 0))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(holder, dict) or type(holder.get("pid")) is not int or holder["pid"] <= 0:
         return None

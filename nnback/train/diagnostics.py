@@ -36,6 +36,7 @@ consecutive records, and each (kind, place) warns at most once per run.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +44,9 @@ from pathlib import Path
 import numpy as np
 
 from nnback.optim import grad_norm
+from nnback.untrusted import is_int, is_number
+
+logger = logging.getLogger(__name__)
 
 HEALTHY_RATIO = 1e-3
 
@@ -182,6 +186,46 @@ class ProblemTracker:
         elif depth is not None and depth > t.exploding:
             found["exploding", "network"] = depth
         return found
+
+
+PARAM_METRICS = ("weight_norm", "grad_norm", "update_ratio")
+LAYER_METRICS = ("dx_norm", "mean", "std", "dead", "saturated")
+
+
+def read_records(path: str | Path, missing_ok: bool = False) -> list[dict]:
+    """The records of a ``diagnostics.jsonl`` in the format above; records that are not
+    (hand-edited, foreign) are left out with one logged warning.
+
+    Raises:
+        FileNotFoundError: no such file (without ``missing_ok``).
+        NnbackError: not a regular file.
+    """
+    from nnback.runfolder.jsonl import read_jsonl
+
+    records = read_jsonl(path, missing_ok=missing_ok)
+    kept = [r for r in records if _well_formed(r)]
+    if len(kept) < len(records):
+        logger.warning("warning: %s: %d records not in the diagnostics format left out", path,
+                       len(records) - len(kept))
+    return kept
+
+
+def _well_formed(record: dict) -> bool:
+    """True when ``record`` has the fields and types the readers of this format use."""
+    params, layers = record.get("params"), record.get("layers")
+    return (is_int(record.get("step")) and _is_value(record.get("lr"))
+            and _is_value(record.get("depth_ratio"))
+            and isinstance(params, dict) and isinstance(layers, list)
+            and all(isinstance(stats, dict) and isinstance(stats.get("matrix", False), bool)
+                    and all(_is_value(stats.get(k)) for k in PARAM_METRICS) for stats in params.values())
+            and all(isinstance(layer, dict) and is_int(layer.get("layer"))
+                    and isinstance(layer.get("type"), str)
+                    and all(_is_value(layer.get(k)) for k in LAYER_METRICS) for layer in layers))
+
+
+def _is_value(value) -> bool:
+    """A finite number, or None for a statistic that does not apply."""
+    return value is None or is_number(value)
 
 
 def norm(a: np.ndarray) -> float:
