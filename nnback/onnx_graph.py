@@ -6,6 +6,7 @@ The graph computes what ``nnback predict`` does:
     Sub, Mul       the saved preprocessing ``(x - shift) * scale`` (left out where it is
                    the identity), in float32 as in nnback
     Cast           to float64 when the graph computes in float64
+    Reshape        to images (N, C, H, W) for a ConvNet
     layers         one group of nodes per layer, from ``LAYER_NODES``
     outputs        classifiers: ``probabilities`` (N, C) float32 and ``label`` (N,) int64;
                    regression: ``values`` (N, T) float32
@@ -139,6 +140,32 @@ def _dropout(g: Graph, layer: layers.Dropout, x: str, i: int) -> str:
     return x
 
 
+def _conv2d(g: Graph, layer: layers.Conv2d, x: str, i: int) -> str:
+    """One Conv: W is (out_channels, in_channels, kh, kw) in nnback as in ONNX."""
+    inputs = [x, g.weight(f"{i}.W", layer.params["W"])]
+    if "b" in layer.params:
+        inputs.append(g.weight(f"{i}.b", layer.params["b"]))
+    ph, pw = layer.padding
+    return g.node("Conv", inputs, kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
+                  pads=[ph, pw, ph, pw])
+
+
+def _window_pool(op: str):
+    def nodes(g: Graph, layer, x: str, i: int) -> str:
+        return g.node(op, [x], kernel_shape=list(layer.kernel_size), strides=list(layer.stride))
+
+    return nodes
+
+
+def _global_avg_pool(g: Graph, layer: layers.GlobalAvgPool2d, x: str, i: int) -> str:
+    """(N, C, H, W) -> (N, C): GlobalAveragePool keeps (N, C, 1, 1), Flatten drops the 1s."""
+    return g.node("Flatten", [g.node("GlobalAveragePool", [x])], axis=1)
+
+
+def _flatten(g: Graph, layer: layers.Flatten, x: str, i: int) -> str:
+    return g.node("Flatten", [x], axis=1)
+
+
 LAYER_NODES = {
     layers.Linear: _linear,
     layers.ReLU: _elementwise("Relu"),
@@ -150,6 +177,12 @@ LAYER_NODES = {
     layers.LayerNorm: _layer_norm,
     layers.BatchNorm1d: _batch_norm,
     layers.Dropout: _dropout,
+    layers.Conv2d: _conv2d,
+    layers.MaxPool2d: _window_pool("MaxPool"),
+    layers.AvgPool2d: _window_pool("AveragePool"),
+    layers.GlobalAvgPool2d: _global_avg_pool,
+    layers.Flatten: _flatten,
+    layers.BatchNorm2d: _batch_norm,
 }
 
 
@@ -196,7 +229,7 @@ def build_onnx(predictor, opset: int = DEFAULT_OPSET, dtype: str = "float32") ->
         raise ExportError(f"--dtype: {dtype!r} is not supported; choose {' or '.join(DTYPES)}")
     _check_exportable(predictor)
     g = Graph(np.dtype(dtype), opset)
-    x = _preprocessing(g, predictor.preprocessor)
+    x = _images(g, _preprocessing(g, predictor.preprocessor), predictor.model.input_shape)
     for i, layer in enumerate(predictor.model.layers):
         g.scope = f"layer{i}"
         x = LAYER_NODES[type(layer)](g, layer, x, i)
@@ -229,6 +262,14 @@ def _preprocessing(g: Graph, preprocessor) -> str:
     if g.dtype != np.float32:
         x = g.node("Cast", [x], to=_ELEM_TYPE[g.dtype])
     return x
+
+
+def _images(g: Graph, x: str, input_shape) -> str:
+    """Rows (N, D) reshaped to the images (N, C, H, W) a ConvNet's first layer takes."""
+    if input_shape is None:
+        return x
+    g.scope = "images"
+    return g.node("Reshape", [x, g.const([-1, *input_shape], np.int64)])
 
 
 def _outputs(g: Graph, scores: str, predictor) -> list:

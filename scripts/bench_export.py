@@ -1,7 +1,8 @@
 """Benchmark: inference throughput of an exported ONNX model in ONNX Runtime against nnback.
 
-Two models, each with its preprocessing: the shipped digits MLP (config/digits-mlp.yaml,
-64-128-10, standardize) and an MNIST-shaped MLP (784-256-256-10, scale 1/255), with
+Three models, each with its preprocessing: the shipped digits MLP (config/digits-mlp.yaml,
+64-128-10, standardize), the shipped digits ConvNet (config/digits-cnn.yaml) and an
+MNIST-shaped MLP (784-256-256-10, scale 1/255), with
 freshly initialised weights (speed does not depend on their values). Both sides turn
 raw float32 rows into class probabilities: nnback with ``Predictor.predict_proba``,
 ONNX Runtime by running the graph ``nnback export`` writes (which also gives the labels).
@@ -48,7 +49,8 @@ MNIST_SHAPED = {
 
 def predictor(exp: Experiment, n_features: int, raw_rows: np.ndarray) -> Predictor:
     """An initialised 10-class model of ``exp`` with its preprocessing fitted on raw_rows."""
-    data = DataMeta("classification", list(range(10)), n_features, 10)
+    data = DataMeta("classification", list(range(10)), n_features, 10,
+                    shape=list(exp.data.shape) if getattr(exp.data, "shape", None) else None)
     model = build_network(exp, data, np.random.default_rng(exp.seed), exp.name)
     prep = Preprocessor(exp.data.preprocess.type, exp.data.preprocess.factor).fit(raw_rows)
     return Predictor(model, prep, data, exp)
@@ -61,6 +63,7 @@ def models() -> dict[str, tuple[Predictor, np.ndarray]]:
     pixels = rng.integers(0, 256, size=(8192, 784)).astype(np.float32)
     return {
         "digits 64-128-10": (predictor(load_config(ROOT / "config" / "digits-mlp.yaml"), 64, digits), digits),
+        "digits-cnn": (predictor(load_config(ROOT / "config" / "digits-cnn.yaml"), 64, digits), digits),
         "mnist 784-256-256-10": (predictor(Experiment.model_validate(MNIST_SHAPED), 784, pixels), pixels),
     }
 

@@ -2,6 +2,7 @@
 nnback's own predictions in ONNX Runtime; the shipped runs end to end; refusals."""
 
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -18,12 +19,18 @@ from nnback.data.builtin import load_digits
 from nnback.errors import ExportError
 from nnback.layers import (
     GELU,
+    AvgPool2d,
     BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
     Dropout,
+    Flatten,
+    GlobalAvgPool2d,
     Layer,
     LayerNorm,
     LeakyReLU,
     Linear,
+    MaxPool2d,
     ReLU,
     Sigmoid,
     Softplus,
@@ -48,29 +55,41 @@ def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def raw_rows(n, seed=0):
+def raw_rows(n, seed=0, width=D):
     """Raw rows whose features differ in offset and scale, so preprocessing matters."""
     rng = np.random.default_rng(seed)
-    return (rng.normal(size=(n, D)) * [1, 3, 10, 0.5, 2, 1] + [0, 5, -20, 1, 0, 100]).astype(np.float32)
+    scale, offset = np.resize([1, 3, 10, 0.5, 2, 1], width), np.resize([0, 5, -20, 1, 0, 100], width)
+    return (rng.normal(size=(n, width)) * scale + offset).astype(np.float32)
 
 
 def predictor_for(hidden_layers, loss="softmax_cross_entropy", preprocess="standardize",
-                  dtype=np.float32, seed=0) -> Predictor:
-    """Linear(D, HIDDEN), ``hidden_layers``, Linear(HIDDEN, outputs) with random parameters
-    and statistics, preprocessing fitted on raw rows."""
+                  dtype=np.float32, seed=0, input_shape=None) -> Predictor:
+    """Linear(D, HIDDEN), ``hidden_layers``, Linear(HIDDEN, outputs); or, with
+    ``input_shape`` (C, H, W), ``hidden_layers`` on the images (a Flatten added where they
+    end in images), then Linear(flat size, outputs). Random parameters and statistics,
+    preprocessing fitted on raw rows."""
     rng = np.random.default_rng(seed)
-    layers = [Linear(D, HIDDEN, dtype=dtype, rng=rng), *hidden_layers,
-              Linear(HIDDEN, LOSS_OUTPUTS[loss], dtype=dtype, rng=rng)]
-    model = Sequential(layers)
+    if input_shape is None:
+        layers, shape = [Linear(D, HIDDEN, dtype=dtype, rng=rng), *hidden_layers], (HIDDEN,)
+    else:
+        layers, shape = list(hidden_layers), input_shape
+        for layer in layers:
+            shape = layer.output_shape(shape)
+        if len(shape) > 1:
+            layers.append(Flatten())
+    layers.append(Linear(math.prod(shape), LOSS_OUTPUTS[loss], dtype=dtype, rng=rng))
+    model = Sequential(layers, input_shape)
     for layer in layers:
         for name, array in {**layer.params, **layer.buffers}.items():
             base = {"gamma": 1.0, "running_var": 1.5}.get(name, 0.0)
             array[...] = base + rng.uniform(-0.5, 0.5, array.shape)
     classification = loss != "mse"
+    n_features = D if input_shape is None else math.prod(input_shape)
     data = DataMeta("classification" if classification else "regression",
-                    ["a", "b", "c"][:max(2, LOSS_OUTPUTS[loss])] if classification else None, D,
-                    2 if loss == "bce_with_logits" else LOSS_OUTPUTS[loss])
-    prep = Preprocessor(preprocess, PREPROCESS[preprocess]).fit(raw_rows(200, seed=1))
+                    ["a", "b", "c"][:max(2, LOSS_OUTPUTS[loss])] if classification else None, n_features,
+                    2 if loss == "bce_with_logits" else LOSS_OUTPUTS[loss],
+                    shape=None if input_shape is None else list(input_shape))
+    prep = Preprocessor(preprocess, PREPROCESS[preprocess]).fit(raw_rows(200, seed=1, width=n_features))
     exp = Experiment.model_validate({**EXPERIMENT, "loss": loss})
     return Predictor(model, prep, data, exp)
 
@@ -108,6 +127,30 @@ LAYERS = {
     "dropout": lambda dtype: [Dropout(0.5)],
     "linear_no_bias": lambda dtype: [Linear(HIDDEN, HIDDEN, bias=False, dtype=dtype), Tanh()],
 }
+
+
+IMAGE = (2, 7, 6)
+IMAGE_LAYERS = {
+    "conv2d": lambda dtype: [Conv2d(2, 3, (3, 2), stride=(2, 1), padding=(1, 0), dtype=dtype), ReLU()],
+    "conv2d_1x1_no_bias": lambda dtype: [Conv2d(2, 4, 1, bias=False, dtype=dtype), Tanh()],
+    "maxpool2d": lambda dtype: [Conv2d(2, 3, 3, padding=1, dtype=dtype), MaxPool2d(2)],
+    "maxpool2d_stride": lambda dtype: [MaxPool2d(3, stride=2)],
+    "avgpool2d": lambda dtype: [AvgPool2d((2, 3), stride=1)],
+    "global_avgpool2d": lambda dtype: [Conv2d(2, 5, 3, dtype=dtype), GlobalAvgPool2d()],
+    "batchnorm2d": lambda dtype: [BatchNorm2d(2, eps=1e-3, dtype=dtype), ReLU()],
+    "activations_on_images": lambda dtype: [Conv2d(2, 3, 3, dtype=dtype), LeakyReLU(0.1), GELU(), Softplus(),
+                                            Sigmoid(), Dropout(0.3)],
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(IMAGE_LAYERS))
+def test_every_image_layer_gives_nnback_predictions(name, dtype):
+    """A float64 model too, as a float32 graph: ONNX Runtime has no float64 Conv or AveragePool."""
+    predictor = predictor_for(IMAGE_LAYERS[name](dtype), dtype=dtype, input_shape=IMAGE)
+    model = build_onnx(predictor)
+    assert "Reshape" in [n.op_type for n in model.graph.node[:4]]  # after Sub, Mul (Cast): rows to images
+    assert_same_predictions(predictor, model, raw_rows(32, seed=6, width=math.prod(IMAGE)))
 
 
 @pytest.mark.parametrize("opset", [17, 20])
@@ -196,14 +239,17 @@ def test_metadata_and_names():
 # -- the command on trained runs ----------------------------------------------------------
 
 
+SHIPPED = ("digits-mlp", "digits-cnn", "iris-csv", "sine-regression")
+
+
 @pytest.fixture(scope="module")
 def shipped_runs(tmp_path_factory):
-    """Run folders of the shipped digits, iris and sine configs trained for 2 epochs."""
+    """Run folders of the shipped digits (MLP and ConvNet), iris and sine configs trained for 2 epochs."""
     folder = tmp_path_factory.mktemp("shipped")
     runs = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(REPO)
-        for name in ("digits-mlp", "iris-csv", "sine-regression"):
+        for name in SHIPPED:
             result = invoke("train", f"config/{name}.yaml", "--set", "train.epochs=2",
                             "--out", folder / name, "-q")
             assert result.exit_code == 0, result.output
@@ -216,7 +262,7 @@ def in_repo(monkeypatch):
     monkeypatch.chdir(REPO)
 
 
-@pytest.mark.parametrize("name", ["digits-mlp", "iris-csv", "sine-regression"])
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_run_end_to_end(shipped_runs, in_repo, name, tmp_path):
     out = tmp_path / "model.onnx"
     result = invoke("export", shipped_runs[name], "-o", out, "--check")
@@ -235,7 +281,7 @@ def test_shipped_run_end_to_end(shipped_runs, in_repo, name, tmp_path):
     else:
         assert json.loads(meta["classes"]) == predictor.classes
         assert float(meta["test_accuracy"]) == pytest.approx(evaluated["test_accuracy"])
-    X = raw_rows(5)[:, :predictor.data.n_features] if name != "digits-mlp" else (
+    X = raw_rows(5)[:, :predictor.data.n_features] if not name.startswith("digits") else (
         load_digits().X[:50].astype(np.float32))
     assert_same_predictions(predictor, model, X)
 
@@ -328,8 +374,8 @@ def test_tolerance_is_float32_rounding():
     assert not Comparison("rows", 10, 5e-3, 10.0, None, 0).ok
 
 
-def test_float64_export_of_a_run_without_a_test_split(tmp_path, write_config, in_repo):
-    cfg = write_config({"train": {"epochs": 2}})
+def test_float64_run_without_a_test_split(tmp_path, write_config, in_repo):
+    cfg = write_config({"model": {"dtype": "float64"}, "train": {"epochs": 2}})
     assert invoke("train", cfg, "--out", tmp_path / "run", "-q").exit_code == 0
     out = tmp_path / "f64.onnx"
     result = invoke("export", tmp_path / "run", "-o", out, "--dtype", "float64", "--check")
