@@ -209,6 +209,38 @@ def predict(
         typer.echo(text, nl=False)
 
 
+class ExportDtype(str, Enum):
+    float32 = "float32"
+    float64 = "float64"
+
+
+@app.command(epilog=examples(
+    "nnback export runs/digits-mlp/20261128-164443",
+    "nnback export run/model.npz -o digits.onnx --check",
+    "nnback export runs/iris/20261128-164443 --data data/iris.csv --dtype float64",
+))
+@user_errors
+def export(
+    run: Path = RunArg,
+    out: Path | None = typer.Option(
+        None, "-o", "--out", help="The .onnx file (default RUN/model.onnx, or the weights file's name)."),
+    opset: int | None = typer.Option(None, "--opset", help="ONNX operator set (default 17)."),
+    dtype: ExportDtype = typer.Option(ExportDtype.float32, "--dtype",
+                                      help="Weights and arithmetic; inputs and outputs are float32."),
+    check: bool = typer.Option(False, "--check",
+                               help="Require the ONNX Runtime comparison (run whenever it is installed)."),
+    data: Path | None = typer.Option(None, "--data",
+                                     help="Raw inputs to compare on instead of the test split."),
+):
+    """Write the model as ONNX, preprocessing included, checked against nnback in ONNX Runtime."""
+    from nnback.commands.export import export_run
+
+    lines, code = export_run(run, out, opset, dtype.value, check, data)
+    for line in lines:
+        typer.echo(line, err=line.startswith("error:"))
+    return code
+
+
 @app.command(epilog=examples(
     "nnback gradcheck config/digits-mlp.yaml",
     "nnback gradcheck cfg.yaml --batch 2 --threshold 1e-7",

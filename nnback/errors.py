@@ -55,3 +55,7 @@ class LockedError(NnbackError):
 
 class CheckpointError(NnbackError):
     """A checkpoint is missing, truncated or fails its checksum."""
+
+
+class ExportError(NnbackError):
+    """A model holds a layer or option the export format cannot express."""
