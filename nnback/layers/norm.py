@@ -35,8 +35,8 @@ class _AffineNorm(Layer):
         self.params = {"gamma": np.ones(num_features, dtype), "beta": np.zeros(num_features, dtype)}
         self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
 
-    def _affine(self, xhat, out):
-        out = np.multiply(xhat, self.params["gamma"], out=out)
+    def _affine(self, xhat):
+        out = xhat * self.params["gamma"]
         out += self.params["beta"]
         return out
 
@@ -80,12 +80,12 @@ class BatchNorm1d(_AffineNorm):
         self.buffers = {"running_mean": np.zeros(num_features, dtype),
                         "running_var": np.ones(num_features, dtype)}
 
-    def forward(self, x, training=True, out=None):
+    def forward(self, x, training=True):
         if not training:
             inv_std = 1 / np.sqrt(self.buffers["running_var"] + self.eps)
             xhat = (x - self.buffers["running_mean"]) * inv_std
             self._cache = (False, xhat, inv_std)
-            return self._affine(xhat, out)
+            return self._affine(xhat)
         n = x.shape[0]
         if n < 2:
             raise ValueError("BatchNorm1d needs more than 1 sample per batch in training")
@@ -97,11 +97,14 @@ class BatchNorm1d(_AffineNorm):
         running_var *= 1 - m
         running_var += (m * n / (n - 1)) * var[0]
         self._cache = (True, xhat, inv_std)
-        return self._affine(xhat, out)
+        return self._affine(xhat)
 
-    def backward(self, dout, out=None):
+    def backward(self, dout, input_grad=True):
+        """dout: (N, D) -> dx: (N, D); None with ``input_grad=False`` (grads only)."""
         training, xhat, inv_std = self._saved()
         dxhat = self._affine_backward(dout, xhat)
+        if not input_grad:
+            return None
         if training:
             return _normalize_backward(dxhat, xhat, inv_std, 0)
         dxhat *= inv_std
@@ -128,14 +131,16 @@ class LayerNorm(_AffineNorm):
         params["gamma"]: (D,), ones.  params["beta"]: (D,), zeros.
     """
 
-    def forward(self, x, training=True, out=None):
+    def forward(self, x, training=True):
         xhat, inv_std, _, _ = _normalize(x, 1, self.eps)
         self._cache = (xhat, inv_std)
-        return self._affine(xhat, out)
+        return self._affine(xhat)
 
-    def backward(self, dout, out=None):
+    def backward(self, dout, input_grad=True):
+        """dout: (N, D) -> dx: (N, D); None with ``input_grad=False`` (grads only)."""
         xhat, inv_std = self._saved()
-        return _normalize_backward(self._affine_backward(dout, xhat), xhat, inv_std, 1)
+        dxhat = self._affine_backward(dout, xhat)
+        return _normalize_backward(dxhat, xhat, inv_std, 1) if input_grad else None
 
     def __repr__(self):
         return f"LayerNorm({self.num_features}, eps={self.eps})"
