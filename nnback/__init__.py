@@ -10,6 +10,6 @@ def load(path):
     >>> model.predict(X)            # class names, or values for regression
     >>> model.predict_proba(X)      # (N, C) probabilities
     """
-    from nnback.predictor import load as _load
+    from nnback.runfolder.saved_model import load as _load
 
     return _load(path)

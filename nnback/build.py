@@ -23,6 +23,7 @@ LOSS_TASK = {
     "bce_with_logits": "classification",
     "mse": "regression",
 }
+EVAL_BATCH = 4096  # rows per forward pass when evaluating or predicting
 
 
 def output_units(exp, task: str, n_outputs: int, source: str) -> int:
@@ -97,6 +98,16 @@ def loss_targets(exp, y: np.ndarray, dtype) -> np.ndarray:
     """Labels as the loss wants them: 0/1 floats of the model's dtype for binary
     cross-entropy, class indices or regression targets unchanged otherwise."""
     return y.astype(dtype) if exp.loss.type == "bce_with_logits" else y
+
+
+def predicted_classes(scores: np.ndarray) -> np.ndarray:
+    """Class indices from scores: argmax, or ``score > 0`` for one binary logit.
+
+    scores: (N, C) -> (N,) int64.
+    """
+    if scores.shape[1] == 1:
+        return (scores[:, 0] > 0).astype(np.int64)
+    return scores.argmax(axis=1)
 
 
 def build_optimizer(exp, model: Sequential):

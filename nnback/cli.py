@@ -12,7 +12,6 @@ import functools
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -83,11 +82,12 @@ SetOpt = typer.Option(None, "--set", help="Override a key: --set optimizer.lr=0.
 @user_errors
 def train(
     config: Path = ConfigArg,
-    set_: Optional[List[str]] = SetOpt,
-    out: Optional[Path] = typer.Option(None, "--out", help="Write the run exactly in this folder."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    set_: list[str] | None = SetOpt,
+    out: Path | None = typer.Option(None, "--out", help="Write the run exactly in this folder."),
+    resume: bool = typer.Option(False, "--resume",
+                                help="Continue the run in --out from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Resume even if the saved config differs."),
-    max_time: Optional[str] = typer.Option(
+    max_time: str | None = typer.Option(
         None, "--max-time", help="Wall-time budget (30m, 2h): stop cleanly with a checkpoint before it."),
     skip_if_done: bool = typer.Option(
         False, "--skip-if-done", help="Exit 0 at once if --out holds a completed run of this config."),
@@ -105,9 +105,9 @@ def train(
 
 @app.command()
 @user_errors
-def validate(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt):
+def validate(config: Path = ConfigArg, set_: list[str] | None = SetOpt):
     """Check the config and the data without training; print the resolved config and layers."""
-    from nnback.report import validate_report
+    from nnback.commands.validate import validate_report
 
     typer.echo(validate_report(config, set_ or ()))
 
@@ -120,20 +120,13 @@ RunArg = typer.Argument(..., help="Run folder, model.npz or checkpoint .npz.", s
 def eval_(
     run: Path = RunArg,
     split: SplitName = typer.Option(SplitName.test, "--split", help="Split of the run's own data."),
-    data: Optional[Path] = typer.Option(None, "--data", help="A labelled .csv/.npz file instead."),
+    data: Path | None = typer.Option(None, "--data", help="A labelled .csv/.npz file instead."),
     json_: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
 ):
     """Metrics (loss, accuracy) of saved weights."""
-    from nnback.inference import eval_saved
+    from nnback.commands.evaluate import eval_report
 
-    metrics = eval_saved(run, split.value, data)
-    if json_:
-        import json
-
-        typer.echo(json.dumps(metrics))
-    else:
-        typer.echo(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                            for k, v in metrics.items()))
+    typer.echo(eval_report(run, split.value, data, as_json=json_))
 
 
 @app.command()
@@ -142,10 +135,10 @@ def predict(
     run: Path = RunArg,
     inputs: Path = typer.Argument(..., help="Raw inputs: .csv (header), .npy, .npz or IDX.",
                                   show_default=False),
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Write the CSV here (default stdout)."),
+    out: Path | None = typer.Option(None, "-o", "--out", help="Write the CSV here (default stdout)."),
 ):
     """Predictions for raw inputs, preprocessed as in training: class names and probabilities, or values."""
-    from nnback.inference import predict_file
+    from nnback.commands.predict import predict_file
 
     text = predict_file(run, inputs, out)
     if text is not None:
@@ -156,13 +149,13 @@ def predict(
 @user_errors
 def gradcheck(
     config: Path = ConfigArg,
-    set_: Optional[List[str]] = SetOpt,
+    set_: list[str] | None = SetOpt,
     batch: int = typer.Option(8, "--batch", min=1, help="Training rows to check on."),
     threshold: float = typer.Option(1e-6, "--threshold", help="Largest relative error that passes."),
 ):
     """Compare analytic and numerical gradients of the configured network and loss (float64)."""
+    from nnback.commands.gradcheck import gradcheck_report
     from nnback.errors import EXIT_FAILURE
-    from nnback.report import gradcheck_report
 
     text, ok = gradcheck_report(config, set_ or (), batch, threshold)
     typer.echo(text)
@@ -173,13 +166,13 @@ def gradcheck(
 @user_errors
 def data_fetch(
     name: str = typer.Argument(..., help="mnist or fashion-mnist.", show_default=False),
-    dir_: Optional[Path] = typer.Option(None, "--dir", help="Target folder (default data/<name>)."),
+    dir_: Path | None = typer.Option(None, "--dir", help="Target folder (default data/<name>)."),
 ):
     """Download a data set's IDX files, verify their SHA-256 sums, skip verified files."""
-    from nnback.data import fetch
+    from nnback.commands.data import fetch_lines
 
-    for path, status in fetch(name, dir_ or Path("data") / name):
-        typer.echo(f"{status:>10}  {path}")
+    for line in fetch_lines(name, dir_ or Path("data") / name):
+        typer.echo(line)
 
 
 class RunsFormat(str, Enum):
@@ -192,12 +185,12 @@ class RunsFormat(str, Enum):
 @user_errors
 def runs(
     folder: Path = typer.Argument(Path("runs"), help="Folder searched recursively for runs."),
-    sort: Optional[str] = typer.Option(None, "--sort", help="Column to sort by: val_loss, optimizer.lr, ..."),
-    status: Optional[str] = typer.Option(None, "--status", help="Only these statuses (comma-separated)."),
+    sort: str | None = typer.Option(None, "--sort", help="Column to sort by: val_loss, optimizer.lr, ..."),
+    status: str | None = typer.Option(None, "--status", help="Only these statuses (comma-separated)."),
     format_: RunsFormat = typer.Option(RunsFormat.table, "--format", help="Output format."),
 ):
     """Compare runs: status, differing hyperparameters, best validation and test metrics, time."""
-    from nnback.runs import runs_table
+    from nnback.commands.runs import runs_table
 
     typer.echo(runs_table(folder, sort=sort, status=status, fmt=format_.value))
 
@@ -205,7 +198,7 @@ def runs(
 @app.command()
 @user_errors
 def plot(
-    runs_: List[Path] = typer.Argument(..., metavar="RUN...", help="Run folders; several are overlaid.",
+    runs_: list[Path] = typer.Argument(..., metavar="RUN...", help="Run folders; several are overlaid.",
                                        show_default=False),
     out: Path = typer.Option(Path("plot.png"), "--out", "-o", help="PNG file to write."),
     width: float = typer.Option(15.0, "--width", help="Figure width in inches."),
@@ -213,25 +206,27 @@ def plot(
     dpi: int = typer.Option(100, "--dpi", help="Pixels per inch."),
 ):
     """Plot loss, accuracy, learning rate and gradient flow of one or more runs to a PNG."""
-    from nnback.plot import plot_runs
+    from nnback.commands.plot import plot_runs
 
     typer.echo(f"wrote {plot_runs(runs_, out, width=width, height=height, dpi=dpi)}")
 
 
 @app.command()
 @user_errors
-def diagnose(run: Path = typer.Argument(..., help="Run folder (holds diagnostics.jsonl).", show_default=False)):
+def diagnose(
+    run: Path = typer.Argument(..., help="Run folder (holds diagnostics.jsonl).", show_default=False),
+):
     """Summarise a run's gradient-flow diagnostics and explain its warnings."""
-    from nnback.diagnose import diagnose_run
+    from nnback.commands.diagnose import diagnose_run
 
     typer.echo(diagnose_run(run))
 
 
 @app.command()
 @user_errors
-def explain(config: Path = ConfigArg, set_: Optional[List[str]] = SetOpt):
+def explain(config: Path = ConfigArg, set_: list[str] | None = SetOpt):
     """Print each layer's forward/backward formulas, shapes and cache for the configured data."""
-    from nnback.explain import explain_config
+    from nnback.commands.explain import explain_config
 
     typer.echo(explain_config(config, set_ or ()))
 

@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,13 +60,13 @@ class Case:
     def flops(self):
         """Matrix-multiply FLOPs of one step: forward, dW and dx, no dx for the input."""
         n = self.batch
-        pairs = list(zip(self.dims[:-1], self.dims[1:]))
+        pairs = list(pairwise(self.dims))
         return 2 * n * (3 * sum(a * b for a, b in pairs) - pairs[0][0] * pairs[0][1])
 
     def bytes(self):
         """data + parameters + gradients + momentum + one batch's activations and their
         gradients, float32 (labels int64): what a training process must hold."""
-        params = sum(a * b + b for a, b in zip(self.dims[:-1], self.dims[1:]))
+        params = sum(a * b + b for a, b in pairwise(self.dims))
         activations = self.batch * sum(self.dims[1:])
         return self.samples * (self.dims[0] * 4 + 8) + 3 * params * 4 + 2 * activations * 4
 
@@ -113,7 +114,7 @@ def nnback_parts(case):
 
     rng = np.random.default_rng(1)
     layers = []
-    for i, (a, b) in enumerate(zip(case.dims[:-1], case.dims[1:])):
+    for i, (a, b) in enumerate(pairwise(case.dims)):
         layers += [Linear(a, b, rng=rng)] + ([ReLU()] if i < len(case.dims) - 2 else [])
     model = Sequential(layers)
     return model, SoftmaxCrossEntropy(), SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
@@ -156,13 +157,16 @@ def handwritten_step(case, x, y):
 
     rng = np.random.default_rng(1)
     n, dims = case.batch, case.dims
-    shapes = [shape for a, b in zip(dims[:-1], dims[1:]) for shape in ((a, b), (b,))]
+    shapes = [shape for a, b in pairwise(dims) for shape in ((a, b), (b,))]
     total = sum(math.prod(shape) for shape in shapes)
     flat_p, flat_g, flat_b, scratch = (np.zeros(total, np.float32) for _ in range(4))
 
     def views(flat):
-        starts = itertools.accumulate((math.prod(s) for s in shapes), initial=0)
-        return [flat[i:i + math.prod(s)].reshape(s) for i, s in zip(starts, shapes)]
+        arrays, start = [], 0
+        for shape in shapes:
+            arrays.append(flat[start:start + math.prod(shape)].reshape(shape))
+            start += math.prod(shape)
+        return arrays
 
     weights, biases = views(flat_p)[0::2], views(flat_p)[1::2]
     dweights, dbiases = views(flat_g)[0::2], views(flat_g)[1::2]
@@ -228,8 +232,8 @@ def gemm_step(case, x, matmul, wrap):
     rng = np.random.default_rng(1)
     n, dims = case.batch, case.dims
     weights = [wrap(rng.standard_normal((a, b), dtype=np.float32) * np.float32(a ** -0.5))
-               for a, b in zip(dims[:-1], dims[1:])]
-    grads = [wrap(np.empty((a, b), np.float32)) for a, b in zip(dims[:-1], dims[1:])]
+               for a, b in pairwise(dims)]
+    grads = [wrap(np.empty((a, b), np.float32)) for a, b in pairwise(dims)]
     acts = [wrap(x[:n])] + [wrap(np.empty((n, d), np.float32)) for d in dims[1:]]
     deltas = [None] + [wrap(rng.standard_normal((n, d), dtype=np.float32)) for d in dims[1:]]
 
@@ -266,7 +270,7 @@ def torch_step(case, x, y, threads):
     torch.set_num_threads(threads)
     torch.manual_seed(1)
     layers = []
-    for i, (a, b) in enumerate(zip(case.dims[:-1], case.dims[1:])):
+    for i, (a, b) in enumerate(pairwise(case.dims)):
         layers += [torch.nn.Linear(a, b)] + ([torch.nn.ReLU()] if i < len(case.dims) - 2 else [])
     model = torch.nn.Sequential(*layers)
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
@@ -458,7 +462,7 @@ def bench_case(name, libraries, seconds, rounds, is_tiny, torch_threads, baselin
     nn["expected_mib"] = case.bytes() / 2 ** 20
     for lib in libraries:
         if lib not in ("nnback", "matmul"):  # nnback against each other library and bound
-            ratios = [a / b for a, b in zip(rates["nnback"], rates[lib])]
+            ratios = [a / b for a, b in zip(rates["nnback"], rates[lib], strict=True)]
             result["libraries"][lib].update(nnback_ratio=statistics.median(ratios),
                                             nnback_ratio_spread=[min(ratios), max(ratios)],
                                             nnback_ratio_rounds=ratios)

@@ -59,7 +59,7 @@ def child(folder: Path, mmap: bool, batch_size: int, epochs: int) -> None:
     """Load folder/x.npy, y.npy through nnback and gather all batches; print JSON."""
     from pydantic import TypeAdapter
 
-    from nnback.config.data import DataConfig
+    from nnback.config.data_schema import DataConfig
     from nnback.data import load_data
 
     baseline = status_mib("VmRSS")["VmRSS"]

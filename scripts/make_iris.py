@@ -26,7 +26,7 @@ def main() -> None:
     with open(args.out, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(COLUMNS)
-        for features, label in zip(iris.data, iris.target):
+        for features, label in zip(iris.data, iris.target, strict=True):
             writer.writerow([f"{v:g}" for v in features] + [iris.target_names[label]])
     print(f"wrote {args.out}: {len(iris.data)} rows")
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from nnback.errors import RunIOError
-from nnback import atomic
-from nnback.atomic import (
+from nnback.runfolder import atomic
+from nnback.runfolder.atomic import (
     TEMP_SUFFIX,
     atomic_save_npz,
     atomic_write,

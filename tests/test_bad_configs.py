@@ -252,10 +252,12 @@ def test_missing_file(in_tmp):
 @pytest.mark.parametrize("override, message", [
     ("optimizer.lr", "--set optimizer.lr: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=0.01"),
     ("=3", "--set =3: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=0.01"),
-    ("optimizer..lr=1", "--set optimizer..lr=1: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=0.01"),
+    ("optimizer..lr=1",
+     "--set optimizer..lr=1: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=0.01"),
     ("optimizer.lr=abc", "cfg.yaml: optimizer.lr: must be a number (got 'abc')"),
     ("train.epochs=2.5", "cfg.yaml: train.epochs: must be an integer (got 2.5)"),
-    ("model.layers.7.units=3", "--set model.layers.7.units=3: model.layers.7: no list item 7 (the list has 4)"),
+    ("model.layers.7.units=3",
+     "--set model.layers.7.units=3: model.layers.7: no list item 7 (the list has 4)"),
     ("train.epochs=[1", "--set train.epochs: cannot parse value '[1': line 1, column 3: YAML syntax "
                         "error: expected ',' or ']', but got '<stream end>'"),
     ("name.first=1", "cfg.yaml: name: must be a string (got {'first': 1})"),

@@ -17,9 +17,9 @@ import pytest
 from nnback.errors import EXIT_DIVERGED, EXIT_TIME_LIMIT, EXIT_USAGE
 from nnback.layers import Linear, ReLU
 from nnback.model import Sequential
+from nnback.runfolder.checkpoint import CheckpointStore, load_checkpoint
+from nnback.runfolder.jsonl import read_jsonl
 from nnback.train.divergence import find_nonfinite_grad
-from nnback.train.checkpoint import CheckpointStore, load_checkpoint
-from nnback.train.jsonl import read_jsonl
 
 
 def summary(run: Path) -> dict:
@@ -192,7 +192,8 @@ def test_divergence_skips_up_to_the_configured_batches(write_config, nnback, tmp
     run = tmp_path / "run"
     failed = nnback("train", cfg, "--out", run)
     assert failed.returncode == EXIT_DIVERGED
-    warnings = [l for l in failed.stderr.splitlines() if l.startswith("warning: skipping a non-finite")]
+    warnings = [line for line in failed.stderr.splitlines()
+                if line.startswith("warning: skipping a non-finite")]
     assert len(warnings) == 3
     assert failed.stderr.splitlines()[-1].startswith("error: ")
     assert "Traceback" not in failed.stderr and "RuntimeWarning" not in failed.stderr

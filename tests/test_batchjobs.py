@@ -20,10 +20,10 @@ import pytest
 from nnback.config import load_config
 from nnback.data import load_data
 from nnback.errors import EXIT_IO, EXIT_LOCKED, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIME_LIMIT, EXIT_USAGE
-from nnback.atomic import TEMP_SUFFIX
-from nnback.train.checkpoint import CheckpointStore
+from nnback.runfolder.atomic import TEMP_SUFFIX
+from nnback.runfolder.checkpoint import CheckpointStore
+from nnback.runfolder.jsonl import read_jsonl
 from nnback.train.console import Console
-from nnback.train.jsonl import read_jsonl
 from nnback.train.trainer import Trainer
 
 # 20 epochs of 15 steps with a checkpoint after every step (~220 kB each) and dropout, so
@@ -140,7 +140,7 @@ def test_sigkill_anywhere_then_resume_gives_identical_weights(medium, nnback, nn
         proc = nnback_start("train", cfg, "--out", run, "--resume")
         wait_for_training(proc)
         if attempt == 1:  # in the middle of writing a checkpoint
-            wait_until(proc, lambda: stopped_inside_a_write(proc, run / "checkpoints"))
+            wait_until(proc, lambda proc=proc: stopped_inside_a_write(proc, run / "checkpoints"))
             kill_after(proc, 0.0)
             assert temp_files(run / "checkpoints")
         else:

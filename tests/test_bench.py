@@ -41,10 +41,11 @@ def assert_ratio(case, lib):
     """The library's ratio is nnback's rate over its own, round by round, with its spread."""
     result, nnback = case["libraries"][lib], case["libraries"]["nnback"]
     ratios = [a / b for a, b in zip(nnback["rounds_samples_per_second"],
-                                    result["rounds_samples_per_second"])]
+                                    result["rounds_samples_per_second"], strict=True)]
     assert result["nnback_ratio_rounds"] == pytest.approx(ratios)
     low, high = result["nnback_ratio_spread"]
-    assert low == min(ratios) <= result["nnback_ratio"] <= high == max(ratios)
+    assert low <= result["nnback_ratio"] <= high
+    assert (low, high) == pytest.approx((min(ratios), max(ratios)))
 
 
 def test_every_case_reports_nnback_and_the_matmul_bound(tiny_report):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from nnback.errors import CheckpointError
-from nnback.atomic import TEMP_SUFFIX
-from nnback.train.checkpoint import CheckpointStore, checksum, load_checkpoint, save_checkpoint
+from nnback.runfolder.atomic import TEMP_SUFFIX
+from nnback.runfolder.checkpoint import CheckpointStore, checksum, load_checkpoint, save_checkpoint
 
 
 def _arrays(seed=0):

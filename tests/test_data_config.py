@@ -3,7 +3,7 @@
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from nnback.config.data import (
+from nnback.config.data_schema import (
     DATA_VARIANTS,
     BlobsData,
     DataConfig,

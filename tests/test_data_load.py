@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from pydantic import TypeAdapter
 
-from nnback.config.data import DataConfig
+from nnback.config.data_schema import DataConfig
 from nnback.data import (
     DataMeta,
     Preprocessor,
@@ -16,7 +16,7 @@ from nnback.data import (
     read_inputs,
     read_labelled,
 )
-from nnback.data.datasets import FASHION_CLASSES
+from nnback.data.builtin import FASHION_CLASSES
 from nnback.data.fetch import IDX_FILES
 from nnback.data.idx import idx_bytes
 from nnback.data.labels import encode

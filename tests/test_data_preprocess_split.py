@@ -84,7 +84,7 @@ def test_stratified_split_is_seeded_sorted_and_proportional():
     parts = split_rows(len(y), 0.15, 0.25, np.random.default_rng(5), y, [0, 1, 2])
     again = split_rows(len(y), 0.15, 0.25, np.random.default_rng(5), y, [0, 1, 2])
     other = split_rows(len(y), 0.15, 0.25, np.random.default_rng(6), y, [0, 1, 2])
-    for a, b in zip(parts, again):
+    for a, b in zip(parts, again, strict=True):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(parts[1], other[1])
     train, val, test = parts

@@ -1,13 +1,13 @@
 import numpy as np
 import pytest
+from test_diagnostics import mlp, record, train_recorded
+from test_plot import diagnostics_records, with_diagnostics
 
-from nnback.diagnose import diagnose_run, summary_rows, warnings_text
-from nnback.diagnostics import DiagnosticsRecorder, Thresholds
+from nnback.commands.diagnose import diagnose_run, summary_rows, warnings_text
 from nnback.errors import NnbackError
 from nnback.layers import Linear, Sigmoid
 from nnback.model import Sequential
-from test_diagnostics import mlp, record, train_recorded
-from test_plot import diagnostics_records, with_diagnostics
+from nnback.train.diagnostics import DiagnosticsRecorder, Thresholds
 
 
 def test_summary_rows_give_first_last_and_worst_per_place():

@@ -3,13 +3,21 @@ import math
 import numpy as np
 import pytest
 
-from nnback.diagnostics import (DiagnosticsRecorder, ProblemTracker, Thresholds, activation_stats,
-                                depth_ratio, layer_stats, norm, parameter_stats)
 from nnback.layers import GELU, Linear, ReLU, Sigmoid, Tanh
 from nnback.losses import SoftmaxCrossEntropy
 from nnback.model import Sequential
 from nnback.optim import SGD
-from nnback.train.jsonl import read_jsonl
+from nnback.runfolder.jsonl import read_jsonl
+from nnback.train.diagnostics import (
+    DiagnosticsRecorder,
+    ProblemTracker,
+    Thresholds,
+    activation_stats,
+    depth_ratio,
+    layer_stats,
+    norm,
+    parameter_stats,
+)
 
 
 def traced_step(model, x, y, loss_fn):
@@ -213,7 +221,8 @@ def test_a_stalled_network_is_named_as_such():
 def test_after_update_needs_before_update(tmp_path):
     rng = np.random.default_rng(5)
     model = mlp(rng)
-    trace_f, trace_b = traced_step(model, rng.normal(size=(4, 4)), rng.integers(0, 3, 4), SoftmaxCrossEntropy())
+    trace_f, trace_b = traced_step(model, rng.normal(size=(4, 4)), rng.integers(0, 3, 4),
+                                   SoftmaxCrossEntropy())
     recorder = DiagnosticsRecorder(tmp_path / "d.jsonl")
     with pytest.raises(RuntimeError, match="without before_update"):
         recorder.after_update(100, 1, model, trace_f, trace_b, 0.1)

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from nnback.cli import app
 from nnback.config import load_config
-from nnback.config.data import DATASETS
+from nnback.config.data_schema import DATASETS
 
 REPO = Path(__file__).parent.parent
 CONFIGS = sorted((REPO / "config").glob("*.yaml"))

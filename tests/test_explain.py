@@ -1,10 +1,27 @@
 import numpy as np
 import pytest
 
+from nnback.commands.explain import (
+    LAYER_FORMULAS,
+    LOSS_FORMULAS,
+    explain_config,
+    explain_layer,
+    explain_model,
+)
 from nnback.errors import ConfigError
-from nnback.explain import LAYER_FORMULAS, LOSS_FORMULAS, explain_config, explain_layer, explain_model
-from nnback.layers import (GELU, BatchNorm1d, Dropout, Layer, LayerNorm, LeakyReLU, Linear, ReLU, Sigmoid,
-                           Softplus, Tanh)
+from nnback.layers import (
+    GELU,
+    BatchNorm1d,
+    Dropout,
+    Layer,
+    LayerNorm,
+    LeakyReLU,
+    Linear,
+    ReLU,
+    Sigmoid,
+    Softplus,
+    Tanh,
+)
 from nnback.losses import MSE, BCEWithLogits, Hinge, SoftmaxCrossEntropy
 from nnback.model import Sequential
 from nnback.registry import LAYERS, LOSSES

@@ -2,6 +2,8 @@
 cross-entropy, no input gradient in a training step) give the numbers of a plain NumPy
 reference, bit for bit."""
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
@@ -16,7 +18,7 @@ ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
 def build(dtype, widths=(6, 9, 7, 4), activation="relu", seed=0):
     rng = np.random.default_rng(seed)
     layers = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+    for i, (a, b) in enumerate(pairwise(widths)):
         layers.append(Linear(a, b, dtype=dtype, rng=rng))
         if i < len(widths) - 2:
             layers.append(ACTIVATIONS[activation]())
@@ -57,7 +59,7 @@ def reference_step(weights, biases, velocity, x, y, lr, momentum, activation, fi
     and velocity in place.
     """
     acts, backs = [x], []
-    for i, (w, b) in enumerate(zip(weights, biases)):
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
         h = acts[-1] @ w + b
         if i < len(weights) - 1:
             h, back = reference_activation(activation, h)
@@ -71,9 +73,9 @@ def reference_step(weights, biases, velocity, x, y, lr, momentum, activation, fi
         if i:
             d = backs[i - 1](d)
     grads.reverse()
-    params = [p for pair in zip(weights, biases) for p in pair]
+    params = [p for pair in zip(weights, biases, strict=True) for p in pair]
     flat_grads = [g for pair in grads for g in pair]
-    for p, g, v in zip(params, flat_grads, velocity):
+    for p, g, v in zip(params, flat_grads, velocity, strict=True):
         if first_step:
             v[...] = g
         else:
@@ -110,9 +112,9 @@ def test_training_steps_are_bit_identical_to_the_reference(dtype, activation, in
             np.testing.assert_array_equal(dx, ref_dx)
         else:
             assert dx is None
-        for got, want in zip(grads, ref_grads):
+        for got, want in zip(grads, ref_grads, strict=True):
             np.testing.assert_array_equal(got, want)
-        for (_, got, _), want in zip(model.parameters(), params):
+        for (_, got, _), want in zip(model.parameters(), params, strict=True):
             np.testing.assert_array_equal(got, want)
         assert scores.dtype == dscores.dtype == dtype
         assert all(g.dtype == dtype for g in grads)
@@ -130,7 +132,7 @@ def test_fused_softmax_cross_entropy_matches_its_definition(shape, smoothing, dt
     y = rng.integers(0, shape[1], shape[0])
     loss, dscores = SoftmaxCrossEntropy(label_smoothing=smoothing)(scores.copy(), y)
     want_loss, want_dscores = softmax_cross_entropy(scores, y, label_smoothing=smoothing)
-    tol = dict(rtol=1e-5, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-16)
+    tol = {"rtol": 1e-5, "atol": 1e-7} if dtype == np.float32 else {"rtol": 1e-13, "atol": 1e-16}
     assert loss == pytest.approx(want_loss, rel=tol["rtol"], abs=tol["atol"])
     np.testing.assert_allclose(dscores, want_dscores, **tol)
     assert dscores.dtype == want_dscores.dtype == dtype
@@ -244,7 +246,7 @@ def test_whole_model_update_equals_per_parameter_update(name, dtype, widths):
             g[...] = rng.standard_normal(g.shape)
         packed_opt.step()
         loose_opt.step()
-    for (_, a, _), (_, b, _) in zip(model.parameters(), loose):
+    for (_, a, _), (_, b, _) in zip(model.parameters(), loose, strict=True):
         np.testing.assert_array_equal(a, b)
     packed_state, loose_state = packed_opt.state_dict(), loose_opt.state_dict()
     assert packed_state.keys() == loose_state.keys()
@@ -274,5 +276,5 @@ def test_clip_grad_norm_of_the_packed_gradients_scales_every_parameter():
     expected = np.sqrt(sum((g ** 2).sum() for g in grads))
     scaled = [g * (1.0 / (expected + 1e-6)) for g in grads]
     assert clip_grad_norm([model.flat_grads], 1.0) == pytest.approx(expected, rel=1e-12)
-    for got, want in zip(grads, scaled):
+    for got, want in zip(grads, scaled, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12)

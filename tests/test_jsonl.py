@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from nnback.errors import RunIOError
-from nnback.train.jsonl import JsonlWriter, read_jsonl, truncate_after
+from nnback.runfolder.jsonl import JsonlWriter, read_jsonl, truncate_after
 
 RECORDS = [{"epoch": e, "step": 10 * e, "train_loss": 1.0 / e} for e in (1, 2, 3)]
 

@@ -5,8 +5,18 @@ import pytest
 
 from nnback import init
 from nnback.gradcheck import check_layer
-from nnback.layers import (GELU, BatchNorm1d, Dropout, LayerNorm, LeakyReLU, Linear, ReLU,
-                           Sigmoid, Softplus, Tanh)
+from nnback.layers import (
+    GELU,
+    BatchNorm1d,
+    Dropout,
+    LayerNorm,
+    LeakyReLU,
+    Linear,
+    ReLU,
+    Sigmoid,
+    Softplus,
+    Tanh,
+)
 
 OUT = 4  # output features of the Linear layers under test
 

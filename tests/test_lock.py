@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from nnback.errors import EXIT_LOCKED, LockedError
-from nnback.train import lock as lock_module
-from nnback.train.lock import RunLock
+from nnback.runfolder import lock as lock_module
+from nnback.runfolder.lock import RunLock
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,8 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 _TRY_LOCK = f"""
 import sys
 from nnback.errors import LockedError
-from nnback.train import lock as lock_module
-from nnback.train.lock import RunLock
+from nnback.runfolder import lock as lock_module
+from nnback.runfolder.lock import RunLock
 try:
     RunLock(sys.argv[1]).acquire()
 except LockedError as exc:
@@ -60,7 +60,8 @@ def test_second_process_is_refused_while_held_then_succeeds(tmp_path):
     with RunLock(tmp_path):
         refused = _try_in_other_process(tmp_path)
     assert refused.returncode == EXIT_LOCKED
-    assert refused.stdout.startswith(f"{tmp_path}: locked by pid {os.getpid()} on host {socket.gethostname()} since ")
+    assert refused.stdout.startswith(
+        f"{tmp_path}: locked by pid {os.getpid()} on host {socket.gethostname()} since ")
     assert refused.stdout.rstrip().endswith("; another nnback train is writing here")
     assert _try_in_other_process(tmp_path).returncode == 0
 

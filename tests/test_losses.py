@@ -81,10 +81,10 @@ def test_label_smoothing_against_hand_formula():
     y = np.array([0, 2])
     e, c = 0.1, 3
     expected = 0.0
-    for row, label in zip(scores, y):
+    for row, label in zip(scores, y, strict=True):
         log_p = row - math.log(sum(math.exp(s) for s in row))
         target = [(1 - e) * (j == label) + e / c for j in range(c)]
-        expected -= sum(q * lp for q, lp in zip(target, log_p)) / 2
+        expected -= sum(q * lp for q, lp in zip(target, log_p, strict=True)) / 2
     value, dscores = SoftmaxCrossEntropy(label_smoothing=e)(scores, y)
     assert value == pytest.approx(expected, rel=1e-14)
     np.testing.assert_allclose(dscores.sum(axis=1), 0, atol=1e-15)

@@ -280,7 +280,7 @@ def test_resume_from_state_dict_is_bit_identical(cls, hyper, tmp_path):
     assert resumed.step_count == 3
     train(resumed, params2, grad_rng2, 2)
 
-    for (name, p, _), (_, p2, _) in zip(params, params2):
+    for (name, p, _), (_, p2, _) in zip(params, params2, strict=True):
         assert np.array_equal(p, p2), name
     final, final2 = opt.state_dict(), resumed.state_dict()
     assert final.keys() == final2.keys()
@@ -353,8 +353,8 @@ def test_step_updates_in_place_and_keeps_dtype(cls, hyper, dtype):
     assert buffer_ids == {key: id(arr) for bufs in opt.state.values() for key, arr in bufs.items()}
     assert all(p.dtype == dtype for _, p, _ in params)
     assert all(arr.dtype == dtype for bufs in opt.state.values() for arr in bufs.values())
-    assert all(np.array_equal(g, g0) for (_, _, g), g0 in zip(params, grads_before))
-    assert not any(np.array_equal(p, p0) for (_, p, _), p0 in zip(params, start))
+    assert all(np.array_equal(g, g0) for (_, _, g), g0 in zip(params, grads_before, strict=True))
+    assert not any(np.array_equal(p, p0) for (_, p, _), p0 in zip(params, start, strict=True))
 
 
 @pytest.mark.parametrize("cls, hyper", CONFIGS, ids=CONFIG_IDS)

@@ -4,11 +4,11 @@ import sys
 
 import numpy as np
 import pytest
-
-from nnback.errors import NnbackError
-from nnback.plot import make_figure, plot_runs
-from nnback.runs import load_run
 from test_runs import make_run
+
+from nnback.commands.plot import make_figure, plot_runs
+from nnback.commands.runs import load_run
+from nnback.errors import NnbackError
 
 
 def diagnostics_records(steps=(10, 20, 30), scale=1.0):

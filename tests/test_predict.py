@@ -165,7 +165,8 @@ def test_eval_rejects_unknown_labels(in_folder):
     write_csv(in_folder / "odd.csv", X, ["cat", "yak"] * (len(X) // 2))
     result = invoke("eval", "run", "--data", "odd.csv")
     assert result.exit_code == 2
-    assert result.stderr == "error: odd.csv: row 3, column 'species': label 'yak' is not one of the classes seen in training (cat, dog, emu)\n"
+    assert result.stderr == ("error: odd.csv: row 3, column 'species': label 'yak' is not one of the classes "
+                             "seen in training (cat, dog, emu)\n")
 
 
 def test_eval_rejects_a_file_it_cannot_read_as_labelled(in_folder):

@@ -4,9 +4,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from nnback.errors import RunIOError
-from nnback.train.preflight import check_free_space, check_writable
 from nnback.config.timeparse import parse_duration
+from nnback.errors import RunIOError
+from nnback.runfolder.preflight import check_free_space, check_writable
 
 
 def test_check_writable_creates_folder_and_leaves_nothing(tmp_path):
@@ -68,7 +68,9 @@ def test_parse_duration(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "abc", "30x", "m", "1h1h", "30m1h", "-5", "h30", "1 h 30", True, -1.0, float("inf")])
+@pytest.mark.parametrize("text", ["", "abc", "30x", "m", "1h1h", "30m1h", "-5", "h30", "1 h 30", True, -1.0,
+                                  float("inf")])
 def test_parse_duration_rejects_garbage(text):
-    with pytest.raises(ValueError, match=r"^invalid duration .*: use e\.g\. 90s, 30m, 2h, 1h30m or 45 \(seconds\)$"):
+    message = r"^invalid duration .*: use e\.g\. 90s, 30m, 2h, 1h30m or 45 \(seconds\)$"
+    with pytest.raises(ValueError, match=message):
         parse_duration(text)

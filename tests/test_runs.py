@@ -5,9 +5,10 @@ import json
 import pytest
 import yaml
 
-from nnback.errors import NnbackError
+from nnback.commands.runs import find_runs, load_run, run_labels, runs_table
 from nnback.config.diff import differing_keys, flatten
-from nnback.runs import duration, find_runs, load_run, run_labels, runs_table
+from nnback.errors import NnbackError
+from nnback.formatting import duration
 
 BASE = {
     "name": "digits-mlp",

@@ -1,11 +1,11 @@
 """Learning-rate schedules: values at known steps, warm-up, monotonicity, errors."""
 
 import math
+from itertools import pairwise
 
 import pytest
 
-from nnback.schedules import (SCHEDULES, constant, cosine, exponential, make_schedule,
-                              step_decay)
+from nnback.schedules import SCHEDULES, constant, cosine, exponential, make_schedule, step_decay
 
 
 def test_registry_names():
@@ -74,8 +74,8 @@ def test_step_decay_counts_from_the_end_of_warmup():
 def test_warmup_rises_then_schedule_never_rises(name, params):
     lr_at = make_schedule(name, 0.1, total_steps=200, warmup_steps=20, **params)
     lrs = [lr_at(s) for s in range(250)]
-    assert all(a < b for a, b in zip(lrs[:20], lrs[1:21]))
-    assert all(a >= b for a, b in zip(lrs[20:], lrs[21:]))
+    assert all(a < b for a, b in pairwise(lrs[:21]))
+    assert all(a >= b for a, b in pairwise(lrs[20:]))
     assert lrs[20] == 0.1
     assert all(isinstance(lr, float) and lr > 0 for lr in lrs)
 

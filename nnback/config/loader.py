@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from nnback.config.data import DATA_VARIANTS
+from nnback.config.data_schema import DATA_VARIANTS
 from nnback.config.schema import Experiment
 from nnback.errors import ConfigError
 

@@ -2,16 +2,16 @@
 
 Every model forbids unknown keys and documents every field; cross-field checks raise
 errors whose location is the YAML key to fix. The ``data:`` section lives in
-``nnback.config.data``.
+``nnback.config.data_schema``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
-from nnback.config.data import DataConfig
+from nnback.config.data_schema import DataConfig
 from nnback.config.timeparse import parse_duration
 
 
@@ -74,7 +74,7 @@ class LayerNormSpec(Section):
 
 
 LayerSpec = Annotated[
-    Union[LinearSpec, ActivationSpec, LeakyReLUSpec, DropoutSpec, BatchNormSpec, LayerNormSpec],
+    LinearSpec | ActivationSpec | LeakyReLUSpec | DropoutSpec | BatchNormSpec | LayerNormSpec,
     Field(discriminator="type"),
 ]
 _LAYER_ADAPTER = TypeAdapter(LayerSpec)
@@ -154,7 +154,7 @@ class PlainLossSpec(Section):
     )
 
 
-LossSpec = Annotated[Union[CrossEntropySpec, PlainLossSpec], Field(discriminator="type")]
+LossSpec = Annotated[CrossEntropySpec | PlainLossSpec, Field(discriminator="type")]
 
 
 # --- optimizer -----------------------------------------------------------------------
@@ -198,7 +198,7 @@ class RMSpropSpec(Section):
     weight_decay: float = Field(0.0, ge=0, description="L2 penalty added to the gradient.")
 
 
-OptimizerSpec = Annotated[Union[SGDSpec, AdamSpec, RMSpropSpec], Field(discriminator="type")]
+OptimizerSpec = Annotated[SGDSpec | AdamSpec | RMSpropSpec, Field(discriminator="type")]
 
 
 # --- schedule ------------------------------------------------------------------------
@@ -229,7 +229,7 @@ class CosineSchedule(Warmup):
 
 
 ScheduleSpec = Annotated[
-    Union[ConstantSchedule, StepSchedule, ExponentialSchedule, CosineSchedule],
+    ConstantSchedule | StepSchedule | ExponentialSchedule | CosineSchedule,
     Field(discriminator="type"),
 ]
 

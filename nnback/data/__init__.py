@@ -5,10 +5,10 @@
 models; ``fetch`` downloads MNIST and Fashion-MNIST.
 """
 
-from nnback.data.dataset import DataBundle, DataMeta, Split, load_data
 from nnback.data.fetch import fetch
 from nnback.data.inputs import read_inputs, read_labelled
 from nnback.data.labels import labels_from_indices
+from nnback.data.load import DataBundle, DataMeta, Split, load_data
 from nnback.data.preprocess import Preprocessor
 
 __all__ = ["DataBundle", "DataMeta", "Preprocessor", "Split", "fetch", "labels_from_indices",

@@ -14,8 +14,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from nnback.atomic import atomic_write
 from nnback.errors import DataError
+from nnback.runfolder.atomic import atomic_write
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte.gz",

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from nnback.config.data import FileData
-from nnback.data.dataset import DataMeta, Split, make_split, read_file
+from nnback.config.data_schema import FileData
 from nnback.data.files import arrays_table, read_csv, read_npy, read_npz
 from nnback.data.idx import read_idx
 from nnback.data.labels import encode, integer_labels, regression_targets
+from nnback.data.load import DataMeta, Split, make_split, read_file
 from nnback.data.preprocess import Preprocessor
 from nnback.data.table import Table
 from nnback.errors import DataError

@@ -1,1 +1,1 @@
-"""Training: the loop, the run folder and its crash-safe files."""
+"""Training: the loop and what it records (the run folder itself is ``nnback.runfolder``)."""

@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-EVAL_BATCH = 4096
-
-
-def predicted_classes(scores: np.ndarray) -> np.ndarray:
-    """Class indices from scores: argmax, or ``score > 0`` for one binary logit.
-
-    scores: (N, C) -> (N,) int64.
-    """
-    if scores.shape[1] == 1:
-        return (scores[:, 0] > 0).astype(np.int64)
-    return scores.argmax(axis=1)
+from nnback.build import EVAL_BATCH, predicted_classes
 
 
 def evaluate(model, loss_fn, split, classification: bool, batch_size: int = EVAL_BATCH) -> dict:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import os
 import signal
 import time
@@ -19,17 +18,24 @@ import yaml
 
 from nnback.config import load_config, read_yaml
 from nnback.config.diff import differing_keys
-from nnback.data import load_data
-from nnback.errors import (EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIME_LIMIT, ConfigError,
-                           NnbackError, RunIOError)
-from nnback.atomic import atomic_write_json, atomic_write_text, remove_temp_files
-from nnback.train.checkpoint import save_checkpoint
-from nnback.train.divergence import Diverged
-from nnback.train.jsonl import read_jsonl, truncate_after
-from nnback.train.lock import RunLock
-from nnback.train.preflight import check_free_space, check_writable
-from nnback.train.snapshot import model_arrays, run_meta, versions
 from nnback.config.timeparse import parse_duration
+from nnback.data import load_data
+from nnback.errors import (
+    EXIT_OK,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_TIME_LIMIT,
+    ConfigError,
+    NnbackError,
+    RunIOError,
+)
+from nnback.runfolder.atomic import atomic_write_json, atomic_write_text, remove_temp_files
+from nnback.runfolder.checkpoint import save_checkpoint
+from nnback.runfolder.jsonl import read_json, read_jsonl, truncate_after
+from nnback.runfolder.lock import RunLock
+from nnback.runfolder.preflight import check_free_space, check_writable
+from nnback.runfolder.snapshot import model_arrays, run_meta, versions
+from nnback.train.divergence import Diverged
 from nnback.train.trainer import Trainer
 
 DONE = ("completed", "early_stopped")
@@ -218,8 +224,8 @@ def _saved_config(run_dir: Path) -> dict | None:
 
 def _read_summary(run_dir: Path) -> dict | None:
     try:
-        return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json(run_dir / "summary.json")
+    except NnbackError:
         return None
 
 

@@ -16,17 +16,24 @@ from pathlib import Path
 
 import numpy as np
 
-from nnback.build import (build_loss, build_network, build_optimizer, build_schedule, loss_targets,
-                          steps_per_epoch)
-from nnback.diagnostics import DiagnosticsRecorder
+from nnback.build import (
+    build_loss,
+    build_network,
+    build_optimizer,
+    build_schedule,
+    loss_targets,
+    steps_per_epoch,
+)
 from nnback.layers import BatchNorm1d
 from nnback.optim import clip_grad_norm, grad_norm
-from nnback.atomic import atomic_save_npz
-from nnback.train.checkpoint import CheckpointStore
-from nnback.train.evaluate import evaluate
-from nnback.train.jsonl import JsonlWriter
+from nnback.runfolder.atomic import atomic_save_npz
+from nnback.runfolder.checkpoint import CheckpointStore
+from nnback.runfolder.jsonl import JsonlWriter
+from nnback.runfolder.snapshot import model_arrays, restore_arrays, role_arrays, run_meta
+from nnback.train.diagnostics import DiagnosticsRecorder
 from nnback.train.divergence import Diverged, find_nonfinite, find_nonfinite_grad
-from nnback.train.snapshot import model_arrays, restore_arrays, role_arrays, run_meta
+from nnback.train.evaluate import evaluate
+
 
 @dataclasses.dataclass
 class Progress:
@@ -76,7 +83,7 @@ class Trainer:
         self.optimizer = build_optimizer(exp, self.model)
         n, bs = len(bundle.train), exp.train.batch_size
         self.steps_in_epoch = steps_per_epoch(n, bs)
-        if n > bs and n % bs == 1 and any(isinstance(l, BatchNorm1d) for l in self.model.layers):
+        if n > bs and n % bs == 1 and any(isinstance(layer, BatchNorm1d) for layer in self.model.layers):
             self.steps_in_epoch -= 1  # a batch of one sample has no batch statistics
         self.total_steps = exp.train.epochs * self.steps_in_epoch
         # Running statistics as they were before the current batch, restored when a

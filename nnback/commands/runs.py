@@ -12,18 +12,16 @@ import dataclasses
 import io
 import json
 import math
-import re
 from pathlib import Path
 
 from nnback.config.diff import differing_keys, flatten
 from nnback.config.loader import read_yaml
 from nnback.errors import NnbackError
+from nnback.formatting import duration, format_table
 
 STATUSES = ("completed", "early_stopped", "interrupted", "time_limit", "diverged", "failed",
             "incomplete")
 FORMATS = ("table", "csv", "json")
-# Cells aligned right: numbers, durations and the "-" of a missing value.
-NUMBER = re.compile(r"^(-|[-+]?[\d.]+(e[-+]?\d+)?(s|m\d\ds|h\d\dm)?)$")
 
 
 @dataclasses.dataclass
@@ -51,23 +49,13 @@ class Run:
         return str(self.summary.get("status", "incomplete"))
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise NnbackError(f"{path}: cannot read: {exc}") from None
-    return value if isinstance(value, dict) else {}
-
-
 def load_run(path: str | Path) -> Run:
     """Read the run folder ``path``.
 
     Raises:
         NnbackError: not a run folder (no ``config.yaml``), or an unreadable file.
     """
-    from nnback.train.jsonl import read_jsonl
+    from nnback.runfolder.jsonl import read_json, read_jsonl
 
     path = Path(path)
     config_path = path / "config.yaml"
@@ -75,7 +63,7 @@ def load_run(path: str | Path) -> Run:
         raise NnbackError(f"{path}: not a run folder (no config.yaml)")
     config = read_yaml(config_path)
     metrics = read_jsonl(path / "metrics.jsonl", missing_ok=True)
-    return Run(path, config, _read_json(path / "summary.json"), metrics)
+    return Run(path, config, read_json(path / "summary.json") or {}, metrics)
 
 
 def find_runs(root: str | Path) -> list[Path]:
@@ -97,11 +85,11 @@ def run_labels(runs: list[Run]) -> list[str]:
         short = keys
     flats = [flatten(r.config) for r in runs]
     labels = []
-    for run, flat in zip(runs, flats):
-        parts = [f"{s}={flat.get(k, '-')}" for s, k in zip(short, keys)]
+    for run, flat in zip(runs, flats, strict=True):
+        parts = [f"{s}={flat.get(k, '-')}" for s, k in zip(short, keys, strict=True)]
         labels.append(run.name + (f" ({', '.join(parts)})" if parts else ""))
     if len(set(labels)) < len(labels):
-        labels = [f"{label} [{run.path.name}]" for label, run in zip(labels, runs)]
+        labels = [f"{label} [{run.path.name}]" for label, run in zip(labels, runs, strict=True)]
     return labels
 
 
@@ -189,27 +177,6 @@ def _cell(key: str, value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return value if isinstance(value, str) else json.dumps(value)
-
-
-def duration(seconds: float) -> str:
-    """``12.3s``, ``4m05s`` or ``1h02m``."""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    return f"{minutes // 60}h{minutes % 60:02d}m"
-
-
-def format_table(headers: list[str], rows: list[list[str]]) -> str:
-    """Columns padded to their widest cell; text left-aligned, numbers right-aligned."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-
-    def line(cells: list[str]) -> str:
-        padded = (c.rjust(w) if NUMBER.match(c) else c.ljust(w) for c, w in zip(cells, widths))
-        return "  ".join(padded).rstrip()
-
-    return "\n".join([line(headers), *map(line, rows)])
 
 
 def runs_table(root: str | Path = "runs", sort: str | None = None, status: str | None = None,

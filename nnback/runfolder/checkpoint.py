@@ -30,7 +30,14 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from nnback.errors import CheckpointError
-from nnback.atomic import TEMP_SUFFIX, atomic_save_npz, atomic_write, fsync_dir, io_error, remove_file
+from nnback.runfolder.atomic import (
+    TEMP_SUFFIX,
+    atomic_save_npz,
+    atomic_write,
+    fsync_dir,
+    io_error,
+    remove_file,
+)
 
 META_KEY = "meta"
 CHECKSUM_KEY = "checksum"
@@ -59,7 +66,8 @@ def checksum(arrays: Mapping[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+def save_checkpoint(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
+                    meta: Mapping[str, Any]) -> None:
     """Write ``arrays`` and ``meta`` (plus their checksum) atomically to ``path``.
 
     Args:

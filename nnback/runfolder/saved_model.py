@@ -11,14 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from nnback.build import build_loss, build_network
+from nnback.build import EVAL_BATCH, build_loss, build_network, predicted_classes
 from nnback.config.schema import Experiment
 from nnback.data import DataMeta, Preprocessor, labels_from_indices
 from nnback.errors import CheckpointError
 from nnback.layers.activations import sigmoid
-from nnback.train.checkpoint import load_checkpoint
-from nnback.train.evaluate import EVAL_BATCH, predicted_classes
-from nnback.train.snapshot import restore_arrays, role_arrays
+from nnback.runfolder.checkpoint import load_checkpoint
+from nnback.runfolder.snapshot import restore_arrays, role_arrays
 
 
 def resolve_weights(path: str | Path) -> Path:

@@ -6,9 +6,9 @@ import math
 import textwrap
 from pathlib import Path
 
-from nnback.diagnostics import HEALTHY_RATIO, ProblemTracker, Thresholds
 from nnback.errors import NnbackError
-from nnback.runs import format_table
+from nnback.formatting import format_table
+from nnback.train.diagnostics import HEALTHY_RATIO, ProblemTracker, Thresholds
 
 PARAM_METRICS = ("weight_norm", "grad_norm", "update_ratio")
 LAYER_METRICS = ("dx_norm", "mean", "std", "dead", "saturated")
@@ -143,7 +143,7 @@ def diagnose_run(run_dir: str | Path, thresholds: Thresholds = Thresholds()) -> 
     Raises:
         NnbackError: no ``diagnostics.jsonl`` in ``run_dir``, or it holds no records.
     """
-    from nnback.train.jsonl import read_jsonl
+    from nnback.runfolder.jsonl import read_jsonl
 
     path = Path(run_dir) / "diagnostics.jsonl"
     if not path.is_file():

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nnback.optim import grad_norm
+
 ACTIVATIONS = ("ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softplus")
 SATURATION = 0.99  # |tanh| above, or sigmoid outside [1 - SATURATION, SATURATION]
 HEALTHY_RATIO = 1e-3
@@ -183,8 +185,7 @@ class ProblemTracker:
 
 def norm(a: np.ndarray) -> float:
     """Frobenius norm of ``a`` (any shape), as a Python float."""
-    flat = a.ravel()
-    return math.sqrt(float(np.dot(flat, flat)))
+    return grad_norm([a])
 
 
 def _num(value: float) -> float | None:
@@ -223,7 +224,7 @@ def layer_stats(model, trace_f: list, trace_b: list) -> list[dict]:
     """
     n = len(model.layers)
     rows = []
-    for i, (layer, out) in enumerate(zip(model.layers, trace_f)):
+    for i, (layer, out) in enumerate(zip(model.layers, trace_f, strict=True)):
         row = {"layer": i, "type": type(layer).__name__, "dx_norm": _num(norm(trace_b[n - 1 - i]))}
         row.update(activation_stats(layer, out))
         rows.append(row)
@@ -277,7 +278,7 @@ class DiagnosticsRecorder:
 
     def __init__(self, path: str | Path, every: int = 100, warn: Callable[[str], None] | None = None,
                  thresholds: Thresholds = Thresholds()):
-        from nnback.train.jsonl import JsonlWriter
+        from nnback.runfolder.jsonl import JsonlWriter
 
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")

@@ -1,4 +1,5 @@
-"""JSON Lines logs (``metrics.jsonl``) that a kill can damage only at the very end.
+"""JSON Lines logs (``metrics.jsonl``) that a kill can damage only at the very end, and
+the run folder's plain JSON files (``summary.json``).
 
 Each record is one line written by a single ``os.write`` on an ``O_APPEND`` descriptor,
 so a killed writer leaves at most its last line incomplete; readers skip such a line.
@@ -15,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from nnback.atomic import atomic_write_bytes, io_error
+from nnback.errors import NnbackError
+from nnback.runfolder.atomic import atomic_write_bytes, io_error
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +99,21 @@ def _cut_incomplete_last_line(fd: int) -> None:
             return
         end = start
     os.ftruncate(fd, 0)
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None if the file is missing or holds no object.
+
+    Raises:
+        NnbackError: ``"<path>: cannot read: <reason>"`` for an unreadable or invalid file.
+    """
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise NnbackError(f"{path}: cannot read: {exc}") from None
+    return value if isinstance(value, dict) else None
 
 
 def read_jsonl(path: str | os.PathLike, missing_ok: bool = False) -> list[dict[str, Any]]:

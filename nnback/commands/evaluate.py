@@ -1,21 +1,19 @@
-"""``nnback eval`` and ``nnback predict``: saved weights applied to data."""
+"""``nnback eval``: metrics of saved weights on a split of the run's data or a labelled file."""
 
 from __future__ import annotations
 
-import csv
-import io
+import json
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from nnback.build import loss_targets
-from nnback.config.data import FileData
-from nnback.data import load_data, read_inputs
-from nnback.data.dataset import Split
+from nnback.config.data_schema import FileData
+from nnback.data import load_data
 from nnback.data.inputs import read_labelled
+from nnback.data.load import Split
 from nnback.errors import DataError
-from nnback.predictor import Predictor, load
-from nnback.atomic import atomic_write_text
+from nnback.runfolder.saved_model import Predictor, load
 from nnback.train.evaluate import evaluate
 
 
@@ -49,6 +47,15 @@ def eval_saved(path: str | Path, split: str = "test", data_file: str | Path | No
     return out
 
 
+def eval_report(path: str | Path, split: str = "test", data_file: str | Path | None = None,
+                as_json: bool = False) -> str:
+    """``eval_saved``'s metrics as one line ``test_loss 0.1234 ...``, or one JSON object."""
+    metrics = eval_saved(path, split, data_file)
+    if as_json:
+        return json.dumps(metrics)
+    return " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+
+
 def _labelled_file(predictor: Predictor, path: Path) -> Split:
     """Read a labelled file with the run's file options, labels encoded by the saved classes."""
     saved = predictor.exp.data
@@ -63,37 +70,3 @@ def _labelled_file(predictor: Predictor, path: Path) -> Split:
         reasons = "; ".join(str(e.get("ctx", {}).get("error", e["msg"])) for e in exc.errors())
         raise DataError(f"{path}: cannot read as a labelled file: {reasons}") from None
     return read_labelled(cfg, Path.cwd(), predictor.data, predictor.preprocessor)
-
-
-def predict_file(path: str | Path, inputs: str | Path, out: str | Path | None = None) -> str | None:
-    """Predict every row of a raw input file (.csv, .npy, .npz, IDX).
-
-    Writes CSV: a ``prediction`` column (class name, or value per target) and, for
-    classification with probabilities, one ``p_<class>`` column per class. Returns the
-    CSV text when ``out`` is None.
-    """
-    predictor = load(path)
-    X = read_inputs(Path(inputs), predictor.data, predictor.preprocessor)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    if predictor.data.task == "classification":
-        labels = predictor.predict(X, preprocessed=True)
-        probabilistic = predictor.probabilistic
-        header = ["prediction"]
-        if probabilistic:
-            proba = predictor.predict_proba(X, preprocessed=True)
-            header += [f"p_{c}" for c in predictor.classes]
-        writer.writerow(header)
-        for i, label in enumerate(labels):
-            row = [label] + ([f"{p:.6g}" for p in proba[i]] if probabilistic else [])
-            writer.writerow(row)
-    else:
-        values = predictor.predict(X, preprocessed=True)
-        writer.writerow([f"prediction_{j}" for j in range(values.shape[1])] if values.shape[1] > 1
-                        else ["prediction"])
-        writer.writerows([[f"{v:.6g}" for v in row] for row in values])
-    text = buffer.getvalue()
-    if out is None:
-        return text
-    atomic_write_text(out, text)
-    return None

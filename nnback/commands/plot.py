@@ -11,11 +11,12 @@ touched.
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from pathlib import Path
 
-from nnback.diagnostics import HEALTHY_RATIO
+from nnback.commands.runs import Run, load_run, run_labels
 from nnback.errors import NnbackError
-from nnback.runs import Run, load_run, run_labels
+from nnback.train.diagnostics import HEALTHY_RATIO
 
 LINESTYLES = ("-", "--", ":", "-.")
 MARKED_POINTS = 60  # series this short get a marker on every point
@@ -30,7 +31,7 @@ def _figure_class():
 
 
 def _diagnostics(run: Run) -> list[dict]:
-    from nnback.train.jsonl import read_jsonl
+    from nnback.runfolder.jsonl import read_jsonl
 
     return read_jsonl(run.path / "diagnostics.jsonl", missing_ok=True)
 
@@ -39,7 +40,7 @@ def _x_key(runs: list[Run]) -> str:
     """``epoch`` when every run evaluates once per epoch, else ``step``."""
     for run in runs:
         epochs = [r.get("epoch") for r in run.metrics]
-        if any(b is None or a is None or b <= a for a, b in zip(epochs, epochs[1:])):
+        if any(b is None or a is None or b <= a for a, b in pairwise(epochs)):
             return "step"
     return "epoch"
 
@@ -87,7 +88,7 @@ def _empty(ax, text: str) -> None:
 
 def _epoch_panels(axes, runs, colors, x):
     loss, acc, lr = axes
-    for run, color in zip(runs, colors):
+    for run, color in zip(runs, colors, strict=True):
         _line(loss, _series(run.metrics, x, "train_loss"), color=color)
         _line(loss, _series(run.metrics, x, "val_loss"), color=color, ls="--")
         if any("val_accuracy" in r for r in run.metrics):
@@ -131,7 +132,7 @@ def _gradient_panels(axes, runs, colors, diags, cmap):
     grad, ratio, depth = axes
     several = len(runs) > 1
     names = list(dict.fromkeys(n for d in diags for n in _matrix_names(d)))
-    for color, records in zip(colors, diags):
+    for color, records in zip(colors, diags, strict=True):
         for i, name in enumerate(names):
             style = _param_style(i, len(names), color, several, cmap)
             for ax, metric in ((grad, "grad_norm"), (ratio, "update_ratio")):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nnback.errors import LockedError
-from nnback.atomic import io_error
+from nnback.runfolder.atomic import io_error
 
 LOCK_NAME = "lock"
 # Each attempt either takes the lock, finds it held, or lost a race and looks again.

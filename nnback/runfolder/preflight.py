@@ -8,7 +8,8 @@ import tempfile
 from pathlib import Path
 
 from nnback.errors import RunIOError
-from nnback.atomic import TEMP_SUFFIX, io_error
+from nnback.formatting import format_bytes
+from nnback.runfolder.atomic import TEMP_SUFFIX, io_error
 
 
 def check_writable(folder: str | os.PathLike) -> None:
@@ -33,14 +34,6 @@ def check_writable(folder: str | os.PathLike) -> None:
         raise io_error(folder, exc) from exc
 
 
-def _human_bytes(n: float) -> str:
-    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3), ("B", 1)):
-        if n >= scale:
-            value = n / scale
-            return f"{value:.3g} {unit}" if value < 1000 else f"{value:,.0f} {unit}"
-    return "0 B"
-
-
 def check_free_space(folder: str | os.PathLike, needed_bytes: int) -> None:
     """Raise if the file system holding ``folder`` has less than ``needed_bytes`` free.
 
@@ -57,4 +50,5 @@ def check_free_space(folder: str | os.PathLike, needed_bytes: int) -> None:
     except OSError as exc:
         raise RunIOError(f"{folder}: cannot measure free space: {exc.strerror or exc}") from exc
     if free < needed_bytes:
-        raise RunIOError(f"{folder}: only {_human_bytes(free)} free, need ~{_human_bytes(needed_bytes)}")
+        raise RunIOError(f"{folder}: only {format_bytes(free, si=True)} free, "
+                         f"need ~{format_bytes(needed_bytes, si=True)}")

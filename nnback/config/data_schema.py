@@ -223,7 +223,7 @@ class FilePair(_Strict):
     y: str = Field(description="File of the labels (N,) or regression targets (N, T).")
 
 
-FileRef = Union[str, FilePair]
+FileRef = str | FilePair
 
 
 def file_format(ref: FileRef, declared: str = "auto") -> str:
@@ -334,7 +334,8 @@ def _variant(value: Any) -> str:
 
 
 DataConfig = Annotated[
-    Union[tuple(Annotated[model, Tag(tag)] for tag, model in DATA_VARIANTS.items())],
+    # a union built from a tuple has no `|` spelling
+    Union[tuple(Annotated[model, Tag(tag)] for tag, model in DATA_VARIANTS.items())],  # noqa: UP007
     Discriminator(_variant),
 ]
 """The ``data:`` section: one of the DATA_VARIANTS models, chosen by ``source``."""

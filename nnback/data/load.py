@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnback.config.data import (
+from nnback.config.data_schema import (
     DataConfig,
     DigitsData,
     FileData,
@@ -26,7 +26,7 @@ from nnback.config.data import (
     MnistData,
     file_format,
 )
-from nnback.data.datasets import FASHION_CLASSES, load_digits, load_mnist
+from nnback.data.builtin import FASHION_CLASSES, load_digits, load_mnist
 from nnback.data.files import arrays_table, read_csv, read_npy, read_npz
 from nnback.data.generators import GENERATORS, REGRESSION
 from nnback.data.idx import read_idx
@@ -191,8 +191,9 @@ def load_data(cfg: DataConfig, seed: int, base_dir: Path) -> DataBundle:
     rows = {name: None for name in PART_NAMES}
     if carve["val"] > 0 or carve["test"] > 0:
         stratify = targets["train"] if task == "classification" else None
-        split = dict(zip(PART_NAMES, split_rows(len(train), carve["val"], carve["test"],
-                                                np.random.default_rng([seed, 1]), stratify, classes)))
+        parts = split_rows(len(train), carve["val"], carve["test"], np.random.default_rng([seed, 1]),
+                           stratify, classes)
+        split = dict(zip(PART_NAMES, parts, strict=True))
         rows["train"] = split["train"]
         for name in ("val", "test"):
             if carve[name] > 0:
