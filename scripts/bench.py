@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LR = 1e-3  # small enough that random labels never saturate the softmax (no denormals)
 MOMENTUM = 0.9
 SKLEARN_CHUNK = 16  # batches per partial_fit call
+REST = 0.05  # seconds between two measurements: BLAS and OpenMP threads spin a while after work
 
 
 @dataclasses.dataclass(frozen=True)
@@ -421,7 +422,9 @@ def importable(module):
 
 
 def bench_case(name, libraries, seconds, rounds, is_tiny, torch_threads, baseline=None):
-    """Interleave ``rounds`` measurements of each library on one case.
+    """Interleave ``rounds`` measurements of each library on one case, each round
+    starting one library later, after a pause that lets the threads of the library
+    measured before go idle.
 
     Rates are the best round's; each ratio nnback / other is the median of the ratios
     of the same round, with their minimum and maximum as its spread. ``baseline``: the
@@ -436,11 +439,13 @@ def bench_case(name, libraries, seconds, rounds, is_tiny, torch_threads, baselin
     try:
         for w in workers.values():
             w.read()  # "ready": data and model built
-        for _ in range(rounds):
-            peak.append(workers["matmul"].ask(
-                f"peak {256 if is_tiny else 2048} {0.05 if is_tiny else 0.5}")["gflops"])
-            for lib in libraries:
+        peak_command = f"peak {256 if is_tiny else 2048} {0.05 if is_tiny else 0.5}"
+        peak.append(workers["matmul"].ask(peak_command)["gflops"])
+        for r in range(rounds):
+            for lib in libraries[r % len(libraries):] + libraries[:r % len(libraries)]:
+                time.sleep(REST)
                 rates[lib].append(workers[lib].ask(f"run {seconds}")["steps_per_second"])
+        peak.append(workers["matmul"].ask(peak_command)["gflops"])
     finally:
         memory = {lib: w.close() for lib, w in workers.items()}
     result = {"case": name, "title": TITLES[name], "dims": list(case.dims),
