@@ -14,15 +14,9 @@ import numpy as np
 
 from nnback.errors import ConfigError
 from nnback.model import Sequential
-from nnback.registry import LAYERS, LOSSES, OPTIMIZERS
+from nnback.registry import LAYERS, LOSSES, OPTIMIZERS, SCHEDULES
 from nnback.schedules import make_schedule
 
-LOSS_TASK = {
-    "softmax_cross_entropy": "classification",
-    "hinge": "classification",
-    "bce_with_logits": "classification",
-    "mse": "regression",
-}
 EVAL_BATCH = 4096  # rows per forward pass when evaluating or predicting
 
 
@@ -33,9 +27,10 @@ def output_units(exp, task: str, n_outputs: int, source: str) -> int:
         ConfigError: the loss, or the early-stopping metric, does not fit the task.
     """
     loss = exp.loss.type
-    if LOSS_TASK[loss] != task:
+    spec = LOSSES[loss].spec
+    if spec.data_task != task:
         raise ConfigError(
-            f"{source}: loss: '{loss}' needs {LOSS_TASK[loss]} data, but data.source gives {task} targets"
+            f"{source}: loss: '{loss}' needs {spec.data_task} data, but data.source gives {task} targets"
         )
     stopping = exp.train.early_stopping
     if stopping is not None and stopping.metric == "val_accuracy" and task != "classification":
@@ -43,61 +38,92 @@ def output_units(exp, task: str, n_outputs: int, source: str) -> int:
             f"{source}: train.early_stopping.metric: 'val_accuracy' needs classification data; "
             f"use val_loss for {task}"
         )
-    if loss == "bce_with_logits":
+    if spec.task == "binary":
         if n_outputs != 2:
             raise ConfigError(
-                f"{source}: loss: 'bce_with_logits' needs exactly 2 classes, the data has {n_outputs}"
+                f"{source}: loss: '{loss}' needs exactly 2 classes, the data has {n_outputs}"
             )
         return 1
     return n_outputs
 
 
-def build_model(exp, n_features: int, units_out: int, rng: np.random.Generator, source: str) -> Sequential:
-    """The configured network for ``n_features`` inputs, parameters drawn from ``rng``."""
-    specs = exp.model.layer_specs()
+def build_model(exp, n_features: int, units_out: int, rng: np.random.Generator, source: str,
+                image_shape=None) -> Sequential:
+    """The configured network for rows of ``n_features`` inputs, parameters drawn from ``rng``.
+
+    The last layer's ``auto`` option (Linear's ``units``) becomes ``units_out``.
+
+    Args:
+        image_shape: (C, H, W) of the images the rows hold, or None. A network with an
+            image layer (``spec.images``) takes the rows as images of this shape; any
+            other network takes them as flat rows.
+
+    Raises:
+        ConfigError: a layer that cannot take the shape reaching it, naming the layer
+            and the shapes; the last layer's units differ from ``units_out``.
+    """
+    sections = exp.model.layer_specs()
     key = "model.layers" if exp.model.layers is not None else "model.mlp"
     dtype = np.dtype(exp.model.dtype)
-    layers, width = [], n_features
-    last_linear = max(i for i, spec in enumerate(specs) if spec.type == "linear")
-    for i, spec in enumerate(specs):
-        kwargs = spec.model_dump(exclude={"type"})
-        if spec.type == "linear":
-            units = kwargs.pop("units")
-            if i == last_linear and units not in ("auto", units_out):
+    images = next((i for i, s in enumerate(sections) if LAYERS[s.type].spec.images), None)
+    if images is not None and image_shape is None:
+        raise ConfigError(
+            f"{source}: {key}[{images}]: {sections[images].type} needs images, but the data rows "
+            f"have no image shape: give data.shape: [C, H, W] ({n_features} values per row)")
+    input_shape = tuple(image_shape) if images is not None else None
+    layers, shape = [], input_shape or (n_features,)
+    for i, section in enumerate(sections):
+        cls = LAYERS[section.type]
+        kwargs = _arguments(cls.spec, section)
+        for option in (o for o in cls.spec.options if o.auto and i == len(sections) - 1):
+            value = kwargs[option.keyword]
+            if value not in ("auto", units_out):
                 raise ConfigError(
-                    f"{source}: {key}[{i}].units: is {units}, but the data and loss need {units_out} "
-                    f"outputs (write units: auto)"
+                    f"{source}: {key}[{i}].{option.name}: is {value}, but the data and loss need "
+                    f"{units_out} outputs (write {option.name}: auto)"
                 )
-            kwargs["out_features"] = units_out if units == "auto" else units
-        layer = _construct(LAYERS[spec.type], kwargs, width, dtype, rng)
-        width = layer.output_features(width)
+            kwargs[option.keyword] = units_out
+        layer = _construct(cls, kwargs, shape, dtype, rng)
+        try:
+            shape = layer.output_shape(shape)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {key}[{i}]: {exc}") from None
         layers.append(layer)
-    return Sequential(layers)
+    return Sequential(layers, input_shape)
 
 
 def build_network(exp, data, rng: np.random.Generator, source: str) -> Sequential:
     """The configured network for ``data`` (a DataBundle or DataMeta: task, feature and
-    output counts); the last layer sized by ``output_units``."""
+    output counts, image shape); the last layer sized by ``output_units``."""
     units = output_units(exp, data.task, data.n_outputs, source)
-    return build_model(exp, data.n_features, units, rng, source)
+    return build_model(exp, data.n_features, units, rng, source, data.shape)
 
 
-def _construct(cls, kwargs: dict, width: int, dtype, rng):
+def _arguments(spec, section) -> dict:
+    """The constructor keywords of a config section's options, values as configured."""
+    return {option.keyword: getattr(section, option.name) for option in spec.options}
+
+
+def _construct(cls, kwargs: dict, shape: tuple, dtype, rng):
+    """``cls(**kwargs)`` with the input size (features or channels: ``shape[0]``), dtype
+    and rng added where the class takes them."""
     accepted = inspect.signature(cls).parameters
-    extra = {"in_features": width, "num_features": width, "dtype": dtype, "rng": rng}
+    extra = {"in_features": shape[0], "num_features": shape[0], "in_channels": shape[0],
+             "dtype": dtype, "rng": rng}
     kwargs.update((name, value) for name, value in extra.items() if name in accepted)
     return cls(**kwargs)
 
 
 def build_loss(exp):
     """The configured loss object."""
-    return LOSSES[exp.loss.type](**exp.loss.model_dump(exclude={"type"}))
+    cls = LOSSES[exp.loss.type]
+    return cls(**_arguments(cls.spec, exp.loss))
 
 
 def loss_targets(exp, y: np.ndarray, dtype) -> np.ndarray:
     """Labels as the loss wants them: 0/1 floats of the model's dtype for binary
     cross-entropy, class indices or regression targets unchanged otherwise."""
-    return y.astype(dtype) if exp.loss.type == "bce_with_logits" else y
+    return y.astype(dtype) if LOSSES[exp.loss.type].spec.task == "binary" else y
 
 
 def predicted_classes(scores: np.ndarray) -> np.ndarray:
@@ -112,10 +138,8 @@ def predicted_classes(scores: np.ndarray) -> np.ndarray:
 
 def build_optimizer(exp, model: Sequential):
     """The configured optimizer over ``model``'s parameters."""
-    spec = exp.optimizer.model_dump(exclude={"type"})
-    if spec.get("weight_decay", 0) is None:
-        del spec["weight_decay"]  # the optimizer's own default (adam 0, adamw 0.01)
-    return OPTIMIZERS[exp.optimizer.type](model.parameters(), **spec)
+    cls = OPTIMIZERS[exp.optimizer.type]
+    return cls(model.parameters(), **_arguments(cls.spec, exp.optimizer))
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
@@ -123,16 +147,21 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
 
 
 def build_schedule(exp, steps_in_epoch: int):
-    """``lr_at(step) -> float`` for the configured schedule, in optimizer steps."""
-    spec = exp.schedule.model_dump(exclude={"type", "warmup_epochs"})
-    for name in [k for k in spec if k.endswith("_epochs")]:
-        spec[name.removesuffix("_epochs") + "_size"] = max(1, round(spec.pop(name) * steps_in_epoch))
-    if exp.schedule.type == "exponential":
-        spec["gamma"] = spec["gamma"] ** (1.0 / steps_in_epoch)
+    """``lr_at(step) -> float`` for the configured schedule, in optimizer steps.
+
+    Options given in epochs become steps (at least 1), factors per epoch factors per step.
+    """
+    spec = SCHEDULES[exp.schedule.type].spec
+    kwargs = _arguments(spec, exp.schedule)
+    for option in spec.options:
+        if option.unit == "epochs":
+            kwargs[option.keyword] = max(1, round(kwargs[option.keyword] * steps_in_epoch))
+        elif option.unit == "per epoch":
+            kwargs[option.keyword] **= 1.0 / steps_in_epoch
     return make_schedule(
         exp.schedule.type,
         base_lr=exp.optimizer.lr,
         total_steps=exp.train.epochs * steps_in_epoch,
         warmup_steps=round(exp.schedule.warmup_epochs * steps_in_epoch),
-        **spec,
+        **kwargs,
     )

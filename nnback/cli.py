@@ -15,14 +15,24 @@ from pathlib import Path
 
 import typer
 
+
+def examples(*lines: str) -> str:
+    """A command's help epilog: the example command lines, kept as written."""
+    return "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
+
+
 app = typer.Typer(
     name="nnback",
     help="Train neural networks described in YAML experiment files, with exact backpropagation.",
+    epilog=examples("nnback init experiment.yaml", "nnback train experiment.yaml", "nnback runs",
+                    "nnback schema optimizer"),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: flags without a <bool> type, examples kept as written
 )
-data_app = typer.Typer(help="Fetch and inspect data sets.", no_args_is_help=True)
+data_app = typer.Typer(help="Download MNIST or Fashion-MNIST (not shipped).",
+                       no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 
 
@@ -74,27 +84,38 @@ def user_errors(command):
     return wrapper
 
 
-ConfigArg = typer.Argument(..., help="Experiment YAML file.", show_default=False)
-SetOpt = typer.Option(None, "--set", help="Override a key: --set optimizer.lr=0.01 (repeatable).")
+ConfigArg = typer.Argument(..., metavar="CONFIG", help="Experiment YAML file.", show_default=False)
+SetOpt = typer.Option(None, "--set", metavar="KEY=VALUE",
+                      help="Override a key: --set optimizer.lr=0.01 (repeatable).")
 
 
-@app.command()
+@app.command(epilog=examples(
+    "nnback train config/digits-mlp.yaml",
+    "nnback train config/digits-mlp.yaml --set optimizer.lr=0.01 --set train.epochs=5",
+    "nnback train cfg.yaml --out runs/job1 --resume --skip-if-done --max-time 2h",
+))
 @user_errors
 def train(
     config: Path = ConfigArg,
     set_: list[str] | None = SetOpt,
-    out: Path | None = typer.Option(None, "--out", help="Write the run exactly in this folder."),
+    out: Path | None = typer.Option(None, "--out", metavar="DIR",
+                                    help="Write the run exactly in this folder."),
     resume: bool = typer.Option(False, "--resume",
                                 help="Continue the run in --out from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Resume even if the saved config differs."),
     max_time: str | None = typer.Option(
-        None, "--max-time", help="Wall-time budget (30m, 2h): stop cleanly with a checkpoint before it."),
+        None, "--max-time", metavar="DURATION",
+        help="Wall-time budget (30m, 2h): stop cleanly with a checkpoint before it."),
     skip_if_done: bool = typer.Option(
         False, "--skip-if-done", help="Exit 0 at once if --out holds a completed run of this config."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only warnings and errors."),
     log_format: LogFormat = typer.Option(LogFormat.text, "--log-format", help="Console output format."),
 ):
-    """Train an experiment: validate, load data, train, write the run folder."""
+    """Train an experiment into a run folder.
+
+    Validates the config and the data, trains, and writes checkpoints, metrics, the
+    model and a summary to the run folder.
+    """
     from nnback.train.console import Console
     from nnback.train.run import train as run_train
 
@@ -103,41 +124,70 @@ def train(
                      max_time=max_time, skip_if_done=skip_if_done, console=console)
 
 
-@app.command()
+@app.command(epilog=examples(
+    "nnback validate config/digits-mlp.yaml",
+    "nnback validate cfg.yaml --set model.mlp.hidden=[256,128]",
+))
 @user_errors
 def validate(config: Path = ConfigArg, set_: list[str] | None = SetOpt):
-    """Check the config and the data without training; print the resolved config and layers."""
+    """Check a config and its data without training.
+
+    Prints the resolved config and a table of the layers with their shapes and sizes.
+    """
     from nnback.commands.validate import validate_report
 
     typer.echo(validate_report(config, set_ or ()))
 
 
-RunArg = typer.Argument(..., help="Run folder, model.npz or checkpoint .npz.", show_default=False)
+RunArg = typer.Argument(..., metavar="RUN", help="Run folder, model.npz or checkpoint .npz.",
+                        show_default=False)
 
 
-@app.command("eval")
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+@app.command("eval", epilog=examples(
+    "nnback eval runs/digits-mlp/20261128-164443",
+    "nnback eval runs/digits-mlp/20261128-164443 --split val --format json",
+    "nnback eval run/model.npz --data more.csv",
+))
 @user_errors
 def eval_(
     run: Path = RunArg,
     split: SplitName = typer.Option(SplitName.test, "--split", help="Split of the run's own data."),
-    data: Path | None = typer.Option(None, "--data", help="A labelled .csv/.npz file instead."),
-    json_: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
+    data: Path | None = typer.Option(None, "--data", metavar="FILE",
+                                     help="A labelled .csv/.npz file instead."),
+    format_: OutputFormat = typer.Option(OutputFormat.text, "--format", help="Output format."),
+    json_: bool = typer.Option(False, "--json", help="The same as --format json."),
 ):
-    """Metrics (loss, accuracy) of saved weights."""
+    """Metrics of saved weights on a split or a labelled file.
+
+    Loss; for classifiers accuracy, per-class precision, recall and F1 with their macro
+    averages and the confusion matrix; for regression MAE, RMSE and R².
+    """
     from nnback.commands.evaluate import eval_report
 
-    typer.echo(eval_report(run, split.value, data, as_json=json_))
+    typer.echo(eval_report(run, split.value, data, as_json=json_ or format_ is OutputFormat.json))
 
 
-@app.command()
+@app.command(epilog=examples(
+    "nnback predict runs/iris/20261128-164443 new-flowers.csv",
+    "nnback predict run/model.npz images.npy -o predictions.csv",
+))
 @user_errors
 def predict(
     run: Path = RunArg,
-    inputs: Path = typer.Argument(..., help="Raw inputs: .csv (header), .npy, .npz or IDX.",
+    inputs: Path = typer.Argument(..., metavar="INPUT", help="Raw inputs: .csv (header), .npy, .npz or IDX.",
                                   show_default=False),
-    out: Path | None = typer.Option(None, "-o", "--out", help="Write the CSV here (default stdout)."),
+    out: Path | None = typer.Option(None, "-o", "--out", metavar="FILE",
+                                    help="Write the CSV here (default stdout)."),
 ):
-    """Predictions for raw inputs, preprocessed as in training: class names and probabilities, or values."""
+    """Predictions for raw inputs, preprocessed as in training.
+
+    Writes a CSV of class names and probabilities, or of predicted values.
+    """
     from nnback.commands.predict import predict_file
 
     text = predict_file(run, inputs, out)
@@ -145,7 +195,10 @@ def predict(
         typer.echo(text, nl=False)
 
 
-@app.command()
+@app.command(epilog=examples(
+    "nnback gradcheck config/digits-mlp.yaml",
+    "nnback gradcheck cfg.yaml --batch 2 --threshold 1e-7",
+))
 @user_errors
 def gradcheck(
     config: Path = ConfigArg,
@@ -153,7 +206,11 @@ def gradcheck(
     batch: int = typer.Option(8, "--batch", min=1, help="Training rows to check on."),
     threshold: float = typer.Option(1e-6, "--threshold", help="Largest relative error that passes."),
 ):
-    """Compare analytic and numerical gradients of the configured network and loss (float64)."""
+    """Check the network's gradients against numerical ones (float64).
+
+    Compares the analytic gradient of every parameter of the configured network and
+    loss with a centred difference on a few training rows.
+    """
     from nnback.commands.gradcheck import gradcheck_report
     from nnback.errors import EXIT_FAILURE
 
@@ -162,13 +219,20 @@ def gradcheck(
     return 0 if ok else EXIT_FAILURE
 
 
-@data_app.command("fetch")
+@data_app.command("fetch", epilog=examples(
+    "nnback data fetch mnist",
+    "nnback data fetch fashion-mnist --dir /scratch/fashion",
+))
 @user_errors
 def data_fetch(
-    name: str = typer.Argument(..., help="mnist or fashion-mnist.", show_default=False),
-    dir_: Path | None = typer.Option(None, "--dir", help="Target folder (default data/<name>)."),
+    name: str = typer.Argument(..., metavar="NAME", help="mnist or fashion-mnist.", show_default=False),
+    dir_: Path | None = typer.Option(None, "--dir", metavar="DIR",
+                                     help="Target folder (default data/<name>)."),
 ):
-    """Download a data set's IDX files, verify their SHA-256 sums, skip verified files."""
+    """Download a data set and verify it.
+
+    Fetches the four IDX files, checks their SHA-256 sums and skips files already verified.
+    """
     from nnback.commands.data import fetch_lines
 
     for line in fetch_lines(name, dir_ or Path("data") / name):
@@ -181,54 +245,136 @@ class RunsFormat(str, Enum):
     json = "json"
 
 
-@app.command()
+@app.command(epilog=examples(
+    "nnback runs",
+    "nnback runs runs/digits-mlp --sort val_loss",
+    "nnback runs runs --status completed,early_stopped --format csv > runs.csv",
+))
 @user_errors
 def runs(
-    folder: Path = typer.Argument(Path("runs"), help="Folder searched recursively for runs."),
-    sort: str | None = typer.Option(None, "--sort", help="Column to sort by: val_loss, optimizer.lr, ..."),
-    status: str | None = typer.Option(None, "--status", help="Only these statuses (comma-separated)."),
+    folder: Path = typer.Argument(Path("runs"), metavar="DIR", help="Folder searched recursively for runs."),
+    sort: str | None = typer.Option(None, "--sort", metavar="COLUMN",
+                                    help="Column to sort by: val_loss, optimizer.lr, ..."),
+    status: str | None = typer.Option(None, "--status", metavar="STATUS[,STATUS]",
+                                      help="Only these statuses (comma-separated)."),
     format_: RunsFormat = typer.Option(RunsFormat.table, "--format", help="Output format."),
 ):
-    """Compare runs: status, differing hyperparameters, best validation and test metrics, time."""
+    """Compare the runs under a folder.
+
+    Status, the hyperparameters that differ, best validation and test metrics, time.
+
+    Runs are grouped by experiment name; each group shows the settings in which its runs
+    differ (long values shortened; the csv and json formats keep them whole).
+    """
     from nnback.commands.runs import runs_table
 
     typer.echo(runs_table(folder, sort=sort, status=status, fmt=format_.value))
 
 
-@app.command()
+@app.command(epilog=examples(
+    "nnback plot runs/digits-mlp/20261128-164443",
+    "nnback plot runs/digits-mlp/* -o digits.png --width 12 --height 7",
+))
 @user_errors
 def plot(
     runs_: list[Path] = typer.Argument(..., metavar="RUN...", help="Run folders; several are overlaid.",
                                        show_default=False),
-    out: Path = typer.Option(Path("plot.png"), "--out", "-o", help="PNG file to write."),
+    out: Path = typer.Option(Path("plot.png"), "--out", "-o", metavar="FILE", help="PNG file to write."),
     width: float = typer.Option(15.0, "--width", help="Figure width in inches."),
     height: float = typer.Option(8.5, "--height", help="Figure height in inches."),
     dpi: int = typer.Option(100, "--dpi", help="Pixels per inch."),
 ):
-    """Plot loss, accuracy, learning rate and gradient flow of one or more runs to a PNG."""
+    """Plot the curves of one or more runs to a PNG.
+
+    Loss, accuracy, learning rate and gradient flow; several runs are overlaid.
+    """
     from nnback.commands.plot import plot_runs
 
     typer.echo(f"wrote {plot_runs(runs_, out, width=width, height=height, dpi=dpi)}")
 
 
-@app.command()
+@app.command(epilog=examples("nnback diagnose runs/digits-mlp/20261128-164443"))
 @user_errors
 def diagnose(
-    run: Path = typer.Argument(..., help="Run folder (holds diagnostics.jsonl).", show_default=False),
+    run: Path = typer.Argument(..., metavar="RUN", help="Run folder (holds diagnostics.jsonl).",
+                               show_default=False),
 ):
-    """Summarise a run's gradient-flow diagnostics and explain its warnings."""
+    """Explain a run's gradient-flow diagnostics and warnings."""
     from nnback.commands.diagnose import diagnose_run
 
     typer.echo(diagnose_run(run))
 
 
-@app.command()
+@app.command(epilog=examples(
+    "nnback explain config/digits-mlp.yaml",
+    "nnback explain cfg.yaml --set model.layers.0.units=32",
+))
 @user_errors
 def explain(config: Path = ConfigArg, set_: list[str] | None = SetOpt):
-    """Print each layer's forward/backward formulas, shapes and cache for the configured data."""
+    """Each layer's forward and backward formulas, shapes and cache."""
     from nnback.commands.explain import explain_config
 
     typer.echo(explain_config(config, set_ or ()))
+
+
+@app.command(epilog=examples("nnback schema", "nnback schema optimizer", "nnback schema data.spiral"))
+@user_errors
+def schema(
+    section: str | None = typer.Argument(None, metavar="SECTION",
+                                         help="Only this section: train, optimizer, data.spiral, ..."),
+):
+    """The YAML reference, generated from the schema.
+
+    Every key with its type, default, bounds and meaning.
+    """
+    from nnback.commands.schema import schema_text
+
+    typer.echo(schema_text(section))
+
+
+@app.command(epilog=examples("nnback init", "nnback init my-experiment.yaml --force"))
+@user_errors
+def init(
+    path: Path = typer.Argument(Path("experiment.yaml"), metavar="PATH", help="File to write."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+):
+    """Write a commented starter experiment that validates as written."""
+    from nnback.commands.init import write_starter
+
+    typer.echo(f"wrote {write_starter(path, force=force)}; next: nnback train {path}")
+
+
+@app.command(epilog=examples(
+    "nnback sweep config/sweeps/digits-grid.yaml --dry-run",
+    "nnback sweep config/sweeps/digits-grid.yaml --workers 2",
+    "nnback sweep config/sweeps/digits-random.yaml --scheduler tcp://10.0.0.1:8786",
+))
+@user_errors
+def sweep(
+    sweep_file: Path = typer.Argument(..., metavar="SWEEP", help="Sweep YAML file.", show_default=False),
+    workers: int = typer.Option(1, "--workers", help="Trials at once on this machine."),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", metavar="ADDRESS",
+        help="Run trials on a Dask cluster: tcp://host:8786, or local:N workers."),
+    out: Path | None = typer.Option(None, "--out", metavar="DIR",
+                                    help="The sweep folder (default <output.dir>/<name>)."),
+    set_: list[str] | None = SetOpt,
+    max_trials: int | None = typer.Option(None, "--max-trials", help="Run at most this many trials."),
+    max_time: str | None = typer.Option(
+        None, "--max-time", metavar="DURATION",
+        help="Wall-time budget (30m, 2h): stop trials with checkpoints before it."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Run failed trials again."),
+    fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failed trial."),
+    force: bool = typer.Option(False, "--force", help="Continue even if the sweep file changed."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the trials and exit."),
+):
+    """Train many variants of an experiment (grid, random or TPE), locally or on Dask."""
+    from nnback.commands.sweep import SweepOptions, run_sweep
+
+    options = SweepOptions(workers=workers, scheduler=scheduler, out=out, overrides=tuple(set_ or ()),
+                           max_trials=max_trials, max_time=max_time, retry_failed=retry_failed,
+                           fail_fast=fail_fast, force=force, dry_run=dry_run)
+    return run_sweep(sweep_file, options)
 
 
 def main():

@@ -7,6 +7,7 @@ The loss is the only place that divides by the batch size; layers never average.
 import numpy as np
 
 from nnback.layers.activations import sigmoid
+from nnback.spec import Formulas, LossSpec, Option
 
 
 def _as_targets(scores, y):
@@ -73,17 +74,27 @@ class SoftmaxCrossEntropy:
     the target is ``(1 - e) * onehot(y) + e / C``.
 
     Args:
-        label_smoothing: e, 0 <= e <= 1.
+        label_smoothing: e, 0 <= e < 1.
 
     Shape:
         scores: (N, C) logits; y: (N,) ints in [0, C); dscores: (N, C).
     """
 
-    kind = "classification"
+    spec = LossSpec(
+        name="softmax_cross_entropy", doc="Softmax + cross-entropy on class labels.",
+        task="classification", probabilities=True,
+        options=(Option("label_smoothing", float, 0.0, "Mass spread evenly over all classes.",
+                        ge=0, lt=1),),
+        formulas=Formulas(
+            forward=["p = softmax(scores) = exp(scores - max) / sum over C of exp(scores - max)",
+                     "target = (1 - e) * onehot(y) + e / C,  label smoothing e = {loss.label_smoothing}",
+                     "L = -mean over N of sum over C of target * log p"],
+            passes=["dscores = (p - target) / N"],
+        ),
+    )
 
     def __init__(self, label_smoothing=0.0):
-        if not 0 <= label_smoothing <= 1:
-            raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+        self.spec.check(label_smoothing=label_smoothing)
         self.label_smoothing = label_smoothing
         self._rows, self._ones, self._constants_key = None, None, None
 
@@ -127,7 +138,13 @@ class MSE:
         scores: (N, D) or (N,); y: same number of elements; dscores: scores' shape.
     """
 
-    kind = "regression"
+    spec = LossSpec(
+        name="mse", doc="Mean squared error, for regression.", task="regression",
+        formulas=Formulas(
+            forward=["L = mean over the N * {c} elements of (scores - y)**2"],
+            passes=["dscores = 2 * (scores - y) / (N * {c})"],
+        ),
+    )
 
     def __call__(self, scores, y):
         diff = scores - _as_targets(scores, y)
@@ -145,15 +162,26 @@ class Hinge:
     Averaged over the batch.
 
     Args:
-        margin: the required gap between the correct score and every other score.
+        margin: the required gap between the correct score and every other score (>= 0).
 
     Shape:
         scores: (N, C); y: (N,) ints in [0, C); dscores: (N, C).
     """
 
-    kind = "classification"
+    spec = LossSpec(
+        name="hinge", doc="Multiclass SVM loss on class labels.", task="classification",
+        options=(Option("margin", float, 1.0, "Gap required between the correct score and "
+                        "every other score.", ge=0),),
+        formulas=Formulas(
+            forward=["margin_j = max(0, scores_j - scores_y + {loss.margin}) for every class j != y",
+                     "L = sum of the margins / N"],
+            passes=["dscores_j = (margin_j > 0) / N",
+                    "dscores_y = -(number of classes j with margin_j > 0) / N"],
+        ),
+    )
 
     def __init__(self, margin=1.0):
+        self.spec.check(margin=margin)
         self.margin = margin
 
     def __call__(self, scores, y):
@@ -183,7 +211,14 @@ class BCEWithLogits:
         dscores: scores' shape.
     """
 
-    kind = "binary"
+    spec = LossSpec(
+        name="bce_with_logits", doc="Binary cross-entropy on one logit, for two classes.",
+        task="binary", probabilities=True,
+        formulas=Formulas(
+            forward=["L = mean over the N * {c} scores s of max(s, 0) - s * y + log(1 + exp(-|s|))"],
+            passes=["dscores = (sigmoid(scores) - y) / (N * {c})"],
+        ),
+    )
 
     def __call__(self, scores, y):
         y = _as_targets(scores, y)

@@ -33,19 +33,25 @@ class Sequential:
 
     Args:
         layers: the layers, first applied first. All parameters must share one dtype.
+        input_shape: the shape of one sample as the first layer takes it, e.g.
+            (C, H, W) for images; inputs arrive as rows (N, D) and are reshaped to
+            (N, *input_shape). None: inputs go to the first layer as they are.
 
     Shape:
-        x: (N, D_in); out: (N, D_out); dout: (N, D_out); dx: (N, D_in).
+        x: (N, D_in), or (N, *input_shape); out: (N, D_out); dout: (N, D_out);
+        dx: x's shape.
 
     Attributes:
         layers: the list of layers.
         training: the mode ``forward`` uses by default; set by ``train()`` / ``eval()``.
         dtype: the parameters' dtype (float32 when there are none); inputs are cast to it.
         flat_params, flat_grads: the packed parameters and gradients, 1-D.
+        input_shape: as given.
     """
 
-    def __init__(self, layers):
+    def __init__(self, layers, input_shape=None):
         self.layers = list(layers)
+        self.input_shape = None if input_shape is None else tuple(input_shape)
         self.training = True
         dtypes = {p.dtype for layer in self.layers for p in layer.params.values()}
         if len(dtypes) > 1:
@@ -55,6 +61,12 @@ class Sequential:
         self.flat_grads = _pack(self.layers, "grads", self.dtype)
         self._first_trained = next((i for i, layer in enumerate(self.layers) if layer.params),
                                    None)
+        self._x_shape = None  # the shape of the last forward's input, for dx
+
+    def shaped_input(self, x):
+        """x as the first layer takes it: the model's dtype, rows reshaped to input_shape."""
+        out = np.asarray(x, dtype=self.dtype)
+        return out if self.input_shape is None else out.reshape(len(out), *self.input_shape)
 
     def forward(self, x, training=None, trace=None):
         """x: (N, D_in) -> out: (N, D_out); ``training`` defaults to ``self.training``.
@@ -62,7 +74,8 @@ class Sequential:
         trace: optional list; each layer's output is appended to it, first layer first.
         """
         training = self.training if training is None else training
-        out = np.asarray(x, dtype=self.dtype)
+        self._x_shape = np.shape(x)
+        out = self.shaped_input(x)
         for layer in self.layers:
             out = layer.forward(out, training)
             if trace is not None:
@@ -70,7 +83,7 @@ class Sequential:
         return out
 
     def backward(self, dout, trace=None, input_grad=True):
-        """dout: (N, D_out) -> dx: (N, D_in); overwrites every layer's grads.
+        """dout: (N, D_out) -> dx, shaped like the last forward's x; overwrites every layer's grads.
 
         trace: optional list; each layer's dx is appended to it, last layer first.
         input_grad: compute and return dx. With False, layers below the first one
@@ -88,7 +101,7 @@ class Sequential:
             dout = self.layers[i].backward(dout)
             if trace is not None:
                 trace.append(dout)
-        return dout
+        return dout.reshape(self._x_shape)
 
     def parameters(self):
         """``(name, param, grad)`` for every parameter, in layer order, as ``Parameters``

@@ -1,7 +1,9 @@
 """Optimizers (SGD, Adam, AdamW, RMSprop) and global-norm gradient clipping.
 
 Each optimizer follows the algorithm documented for its ``torch.optim`` namesake, with
-the same hyperparameter names and defaults, so runs can be compared with PyTorch.
+the same hyperparameter names and defaults, so runs can be compared with PyTorch. The
+bounds of the hyperparameters are declared in each class's ``spec`` and checked by its
+constructor; the experiment file accepts exactly the same values.
 
 An optimizer takes the model's parameters as ``(name, param, grad)`` triples (from
 ``Sequential.parameters()``); ``backward`` overwrites the grad arrays in place, and
@@ -31,14 +33,47 @@ import math
 
 import numpy as np
 
+from nnback.spec import Option, Spec
+
 BLOCK = 1 << 16  # elements updated together by a packed step (256 KiB of float32)
+
+
+def _lr(default):
+    return Option("lr", float, default, "Learning rate (peak value when scheduled).", gt=0)
+
+
+def _eps():
+    return Option("eps", float, 1e-8, "Added to the denominator for stability.", gt=0)
+
+
+def _weight_decay(default, doc):
+    return Option("weight_decay", float, default, doc, ge=0)
+
+
+def _adam_options(weight_decay):
+    """Options of Adam and AdamW: the same keys, the weight decay as given."""
+    return (
+        _lr(1e-3),
+        Option("betas", float, (0.9, 0.999), "Decay rates of the first and second moment estimates.",
+               ge=0, lt=1, size=2),
+        _eps(),
+        weight_decay,
+        Option("amsgrad", bool, False, "Use the maximum of past second moments."),
+    )
+
+
+def _nesterov_needs_momentum(values):
+    if values.get("nesterov") and (values.get("momentum", 0) <= 0 or values.get("dampening", 0) != 0):
+        return "nesterov: needs momentum > 0 and dampening 0"
+    return None
 
 
 class Optimizer:
     """Shared machinery: the parameter list, per-parameter state, state dict io.
 
-    Subclasses list their per-parameter buffers in ``_buffer_names`` and implement
-    ``_update``; hyperparameters are validated with ``_require``.
+    Subclasses declare their hyperparameters in ``spec`` (``nnback.spec``) and check
+    them with ``self.spec.check(...)`` first thing in the constructor, list their
+    per-parameter buffers in ``_buffer_names`` and implement ``_update``.
 
     Args:
         params: iterable of ``(name, param, grad)``; names unique, ``param`` a floating
@@ -156,22 +191,30 @@ class SGD(Optimizer):
 
     Args:
         params: ``(name, param, grad)`` triples.
-        lr: learning rate (>= 0).
-        momentum: momentum factor (>= 0).
-        dampening: dampening of the momentum (>= 0); must be 0 with Nesterov.
+        lr: learning rate (> 0).
+        momentum: momentum factor, in [0, 1).
+        dampening: dampening of the momentum, in [0, 1]; must be 0 with Nesterov.
         weight_decay: L2 penalty added to the gradient (>= 0).
         nesterov: Nesterov momentum; requires ``momentum > 0``.
 
     State: ``momentum_buffer`` per parameter when ``momentum != 0``.
     """
 
+    spec = Spec(
+        name="sgd", doc="Stochastic gradient descent (torch.optim.SGD).",
+        options=(
+            _lr(1e-3),
+            Option("momentum", float, 0.0, "Momentum factor.", ge=0, lt=1),
+            Option("dampening", float, 0.0, "Dampening of the momentum buffer.", ge=0, le=1),
+            Option("nesterov", bool, False, "Nesterov momentum (needs momentum > 0, dampening 0)."),
+            _weight_decay(0.0, "L2 penalty added to the gradient."),
+        ),
+        rules=(_nesterov_needs_momentum,),
+    )
+
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False):
-        _require(momentum >= 0, "momentum", ">= 0", momentum)
-        _require(dampening >= 0, "dampening", ">= 0", dampening)
-        _require(weight_decay >= 0, "weight_decay", ">= 0", weight_decay)
-        if nesterov:
-            _require(momentum > 0, "momentum", "> 0 with nesterov=True", momentum)
-            _require(dampening == 0, "dampening", "0 with nesterov=True", dampening)
+        self.spec.check(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                        nesterov=nesterov)
         self.momentum = float(momentum)
         self.dampening = float(dampening)
         self.weight_decay = float(weight_decay)
@@ -217,22 +260,21 @@ class Adam(Optimizer):
 
     Args:
         params: ``(name, param, grad)`` triples.
-        lr: learning rate (>= 0).
+        lr: learning rate (> 0).
         betas: ``(beta1, beta2)``, each in [0, 1).
-        eps: added to the denominator (>= 0).
+        eps: added to the denominator (> 0).
         weight_decay: L2 penalty added to the gradient (>= 0).
         amsgrad: use the running maximum of the second moment.
 
     State: ``exp_avg``, ``exp_avg_sq`` and, with AMSGrad, ``max_exp_avg_sq``.
     """
 
+    spec = Spec(name="adam", doc="Adam (torch.optim.Adam).",
+                options=_adam_options(_weight_decay(0.0, "L2 penalty added to the gradient.")))
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False):
-        _require(len(betas) == 2, "betas", "a pair (beta1, beta2)", betas)
-        _require(0 <= betas[0] < 1, "betas[0]", "in [0, 1)", betas[0])
-        _require(0 <= betas[1] < 1, "betas[1]", "in [0, 1)", betas[1])
-        _require(eps >= 0, "eps", ">= 0", eps)
-        _require(weight_decay >= 0, "weight_decay", ">= 0", weight_decay)
+        self.spec.check(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
         self.betas = (float(betas[0]), float(betas[1]))
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)
@@ -272,6 +314,10 @@ class AdamW(Adam):
     Arguments and state as ``Adam``; ``weight_decay`` defaults to 1e-2.
     """
 
+    spec = Spec(name="adamw", doc="AdamW: Adam with decoupled weight decay (torch.optim.AdamW).",
+                options=_adam_options(_weight_decay(
+                    1e-2, "Decoupled weight decay: p = p * (1 - lr * weight_decay) first.")))
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
@@ -296,23 +342,33 @@ class RMSprop(Optimizer):
 
     Args:
         params: ``(name, param, grad)`` triples.
-        lr: learning rate (>= 0).
-        alpha: smoothing constant, in [0, 1].
-        eps: added to the denominator (>= 0).
+        lr: learning rate (> 0).
+        alpha: smoothing constant, in [0, 1).
+        eps: added to the denominator (> 0).
         weight_decay: L2 penalty added to the gradient (>= 0).
-        momentum: momentum factor (>= 0).
+        momentum: momentum factor, in [0, 1).
         centered: normalise by an estimate of the gradient's variance.
 
     State: ``square_avg``, plus ``momentum_buffer`` if ``momentum > 0`` and
     ``grad_avg`` if centered.
     """
 
+    spec = Spec(
+        name="rmsprop", doc="RMSprop (torch.optim.RMSprop).",
+        options=(
+            _lr(1e-2),
+            Option("alpha", float, 0.99, "Smoothing constant of the squared gradient.", ge=0, lt=1),
+            _eps(),
+            Option("momentum", float, 0.0, "Momentum factor.", ge=0, lt=1),
+            Option("centered", bool, False, "Normalise by the estimated variance of the gradient."),
+            _weight_decay(0.0, "L2 penalty added to the gradient."),
+        ),
+    )
+
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False):
-        _require(0 <= alpha <= 1, "alpha", "in [0, 1]", alpha)
-        _require(eps >= 0, "eps", ">= 0", eps)
-        _require(weight_decay >= 0, "weight_decay", ">= 0", weight_decay)
-        _require(momentum >= 0, "momentum", ">= 0", momentum)
+        self.spec.check(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                        centered=centered)
         self.alpha = float(alpha)
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)

@@ -1,33 +1,36 @@
-"""YAML ``type:`` names -> classes and functions: adding a layer, loss, optimizer or
-schedule is one definition plus one line here."""
+"""YAML names -> engine classes and functions, read from their ``spec`` (see ``nnback.spec``).
 
-from nnback import layers, losses, optim, schedules
+A layer, loss or optimizer class is listed here as soon as it declares a ``spec`` of
+its own and its module is imported (``nnback.layers`` imports every layer module);
+nothing here needs editing to add one. Schedules and initialisers are functions, listed
+in ``nnback.schedules.SCHEDULES`` and ``nnback.init.INITIALIZERS``. Every table is in
+alphabetical order of the names (the order of the choices in config errors).
+"""
 
-LAYERS = {
-    "linear": layers.Linear,
-    "relu": layers.ReLU,
-    "leaky_relu": layers.LeakyReLU,
-    "sigmoid": layers.Sigmoid,
-    "tanh": layers.Tanh,
-    "gelu": layers.GELU,
-    "softplus": layers.Softplus,
-    "dropout": layers.Dropout,
-    "batchnorm": layers.BatchNorm1d,
-    "layernorm": layers.LayerNorm,
-}
+from nnback import init, layers, losses, optim, schedules
 
-LOSSES = {
-    "softmax_cross_entropy": losses.SoftmaxCrossEntropy,
-    "mse": losses.MSE,
-    "hinge": losses.Hinge,
-    "bce_with_logits": losses.BCEWithLogits,
-}
 
-OPTIMIZERS = {
-    "sgd": optim.SGD,
-    "adam": optim.Adam,
-    "adamw": optim.AdamW,
-    "rmsprop": optim.RMSprop,
-}
+def _named(classes) -> dict:
+    """``{spec.name: class}`` for the classes that declare their own ``spec``, by name."""
+    return _sorted({cls.spec.name: cls for cls in classes if "spec" in vars(cls)})
 
-SCHEDULES = schedules.SCHEDULES
+
+def _sorted(named: dict) -> dict:
+    return dict(sorted(named.items()))
+
+
+def _descendants(base) -> list[type]:
+    """Every subclass of ``base``, however indirect."""
+    direct = base.__subclasses__()
+    return direct + [cls for sub in direct for cls in _descendants(sub)]
+
+
+def _loss_classes() -> list[type]:
+    return [obj for obj in vars(losses).values() if isinstance(obj, type)]
+
+
+LAYERS = _named(_descendants(layers.Layer))
+LOSSES = _named(_loss_classes())
+OPTIMIZERS = _named(_descendants(optim.Optimizer))
+SCHEDULES = _sorted(schedules.SCHEDULES)
+INITIALIZERS = _sorted(init.INITIALIZERS)

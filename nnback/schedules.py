@@ -19,39 +19,56 @@ import inspect
 import math
 from numbers import Integral
 
+from nnback.spec import Option, Spec, with_spec
 
+
+@with_spec(Spec(name="constant", doc="The optimizer's lr throughout."))
 def constant(step, base_lr, total_steps):
     """``base_lr`` at every step."""
     _check_step(step)
     return float(base_lr)
 
 
+@with_spec(Spec(
+    name="step", doc="Multiply lr by gamma every step_epochs epochs.",
+    options=(Option("step_epochs", float, 10, "Epochs between decays.", gt=0,
+                    arg="step_size", unit="epochs"),
+             Option("gamma", float, 0.1, "Decay factor.", gt=0, le=1)),
+))
 def step_decay(step, base_lr, total_steps, step_size, gamma=0.1):
     """``base_lr * gamma ** (step // step_size)``: multiply by ``gamma`` every ``step_size`` steps.
 
     Args:
         step_size: steps between decays (integer >= 1).
-        gamma: factor per decay (> 0).
+        gamma: factor per decay, in (0, 1].
     """
     _check_step(step)
     _require(isinstance(step_size, Integral) and step_size >= 1, "step_size",
              "an integer >= 1", step_size)
-    _require(gamma > 0, "gamma", "> 0", gamma)
+    step_decay.spec.check(gamma=gamma)
     return float(base_lr * gamma ** (step // step_size))
 
 
+@with_spec(Spec(
+    name="exponential", doc="Multiply lr by gamma every epoch, smoothly.",
+    options=(Option("gamma", float, 0.95, "Decay factor per epoch.", gt=0, le=1, unit="per epoch"),),
+))
 def exponential(step, base_lr, total_steps, gamma):
     """``base_lr * gamma ** step``: multiply by ``gamma`` every step.
 
     Args:
-        gamma: factor per step (> 0); a per-epoch factor ``g`` is ``g ** (1 / steps_per_epoch)``
+        gamma: factor per step, in (0, 1]; a per-epoch factor ``g`` is ``g ** (1 / steps_per_epoch)``
             per step.
     """
     _check_step(step)
-    _require(gamma > 0, "gamma", "> 0", gamma)
+    exponential.spec.check(gamma=gamma)
     return float(base_lr * gamma ** step)
 
 
+@with_spec(Spec(
+    name="cosine", doc="Cosine decay from lr to min_lr over the run.",
+    options=(Option("min_lr", float, 0.0, "Learning rate at the last step.", ge=0),),
+))
 def cosine(step, base_lr, total_steps, min_lr=0.0):
     """Half a cosine from ``base_lr`` at step 0 to ``min_lr`` at ``total_steps``, then flat.
 
@@ -63,17 +80,12 @@ def cosine(step, base_lr, total_steps, min_lr=0.0):
         min_lr: final learning rate (>= 0).
     """
     _check_step(step)
-    _require(min_lr >= 0, "min_lr", ">= 0", min_lr)
+    cosine.spec.check(min_lr=min_lr)
     progress = min(step, total_steps) / total_steps
     return float(min_lr + (base_lr - min_lr) * (1 + math.cos(math.pi * progress)) / 2)
 
 
-SCHEDULES = {
-    "constant": constant,
-    "step": step_decay,
-    "exponential": exponential,
-    "cosine": cosine,
-}
+SCHEDULES = {fn.spec.name: fn for fn in (constant, step_decay, exponential, cosine)}
 
 
 def make_schedule(name, base_lr, total_steps, warmup_steps=0, **params):

@@ -1,6 +1,6 @@
-"""Write data/digits.npz from the copy of the UCI digits bundled with scikit-learn.
+"""Write nnback/data/shipped/digits.npz from the copy of the UCI digits bundled with scikit-learn.
 
-Usage: python scripts/make_digits.py [--out data/digits.npz]
+Usage: python scripts/make_digits.py [--out nnback/data/shipped/digits.npz]
 
 Output arrays: X (1797, 8, 8) uint8 pixel counts 0..16, y (1797,) uint8 digits 0..9.
 scikit-learn is needed by this script only, not by nnback.
@@ -17,8 +17,8 @@ from sklearn.datasets import load_digits
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path,
-                        default=Path(__file__).resolve().parents[1] / "data" / "digits.npz")
+    shipped = Path(__file__).resolve().parents[1] / "nnback" / "data" / "shipped"
+    parser.add_argument("--out", type=Path, default=shipped / "digits.npz")
     args = parser.parse_args()
     digits = load_digits()
     images = digits.images

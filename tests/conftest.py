@@ -2,7 +2,9 @@
 
 ``write_config`` writes a small, fast experiment (a 3-class spiral, one hidden layer of
 16 units, well under a second of training) with any sections changed; ``nnback`` runs
-the command in a subprocess and ``nnback_start`` starts one to signal or kill. The
+the command in a subprocess and ``nnback_start`` starts one to signal or kill;
+``nnback_cli`` runs it in-process, for tests of arguments, configs and run folders
+rather than of the process (signals, locks, kills, pipes). The
 session-scoped ``experiment_file`` and ``nnback_in`` do the same for module fixtures, and
 ``completed_run`` trains a reference run once per session.
 """
@@ -80,6 +82,24 @@ def nnback_command(*args) -> list[str]:
     return [sys.executable, "-m", "nnback.cli", *map(str, args)]
 
 
+def invoke(*args):
+    """Run ``nnback ARGS...`` in this process (typer's CliRunner); stderr is in ``output``."""
+    from typer.testing import CliRunner
+
+    from nnback.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_error(result, start: str) -> str:
+    """The one output line of a command that failed with exit 2, checked to start with
+    ``error: <start>``."""
+    assert result.exit_code == 2, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {start}"), result.output
+    return lines[0]
+
+
 def _env() -> dict:
     return {**os.environ, **_ENV}
 
@@ -101,6 +121,26 @@ def nnback(tmp_path, nnback_in):
 
     def run(*args, timeout: float = 60) -> subprocess.CompletedProcess:
         return nnback_in(tmp_path, *args, timeout=timeout)
+
+    return run
+
+
+@pytest.fixture
+def nnback_cli(tmp_path, monkeypatch):
+    """``nnback_cli(*args) -> CompletedProcess``: ``nnback ARGS...`` run in-process with
+    typer's CliRunner, in tmp_path. An exception other than the command's exit propagates
+    (a subprocess would print its traceback and exit 1)."""
+    from typer.testing import CliRunner
+
+    from nnback.cli import app
+
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args) -> subprocess.CompletedProcess:
+        result = CliRunner().invoke(app, [str(a) for a in args])
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
     return run
 

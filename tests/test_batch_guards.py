@@ -59,12 +59,12 @@ def completed(finished, tmp_path):
 
 
 @pytest.mark.parametrize("extra", [[], ["--resume"]])
-def test_skip_if_done_exits_at_once_on_a_completed_run(completed, nnback, extra):
+def test_skip_if_done_exits_at_once_on_a_completed_run(completed, nnback_cli, extra):
     cfg, run = completed
     model_mtime = (run / "model.npz").stat().st_mtime_ns
     records = read_jsonl(run / "metrics.jsonl")
     started = time.monotonic()
-    skipped = nnback("train", cfg, "--out", run, "--skip-if-done", *extra)
+    skipped = nnback_cli("train", cfg, "--out", run, "--skip-if-done", *extra)
     assert time.monotonic() - started < 10
     assert skipped.returncode == 0, skipped.stderr
     assert skipped.stdout == f"{run}: already holds a completed run of this config; nothing to do\n"
@@ -72,21 +72,21 @@ def test_skip_if_done_exits_at_once_on_a_completed_run(completed, nnback, extra)
     assert read_jsonl(run / "metrics.jsonl") == records
 
 
-def test_skip_if_done_ignores_keys_that_only_control_the_run(completed, nnback):
+def test_skip_if_done_ignores_keys_that_only_control_the_run(completed, nnback_cli):
     cfg, run = completed
-    skipped = nnback("train", cfg, "--out", run, "--skip-if-done",
+    skipped = nnback_cli("train", cfg, "--out", run, "--skip-if-done",
                      "--set", "train.max_time=1h", "--set", "train.checkpoint.keep=7")
     assert skipped.returncode == 0, skipped.stderr
     assert "nothing to do" in skipped.stdout
 
 
-def test_skip_if_done_with_another_config_refuses_to_touch_the_run(completed, nnback):
+def test_skip_if_done_with_another_config_refuses_to_touch_the_run(completed, nnback_cli):
     cfg, run = completed
     model_mtime = (run / "model.npz").stat().st_mtime_ns
-    refused = nnback("train", cfg, "--out", run, "--skip-if-done", "--set", "optimizer.lr=0.1")
+    refused = nnback_cli("train", cfg, "--out", run, "--skip-if-done", "--set", "optimizer.lr=0.1")
     assert one_error_line(refused, EXIT_USAGE) == (
         f"error: {run}: already holds a run; add --resume to continue it, or choose another --out")
-    differs = nnback("train", cfg, "--out", run, "--skip-if-done", "--resume",
+    differs = nnback_cli("train", cfg, "--out", run, "--skip-if-done", "--resume",
                      "--set", "optimizer.lr=0.1", "--set", "train.epochs=30")
     assert one_error_line(differs, EXIT_USAGE) == (
         f"error: {run}: the saved config differs in optimizer.lr, train.epochs; "
@@ -94,16 +94,16 @@ def test_skip_if_done_with_another_config_refuses_to_touch_the_run(completed, nn
     assert (run / "model.npz").stat().st_mtime_ns == model_mtime
 
 
-def test_force_resumes_an_unfinished_run_with_another_config(completed, nnback):
+def test_force_resumes_an_unfinished_run_with_another_config(completed, nnback_cli):
     cfg, run = completed
     store = CheckpointStore(run)
     newest = store.step_paths()[0]
     newest.unlink()
     store.last_path.unlink()  # as if killed before the last checkpoint of epoch 20
     longer = ("--set", "train.epochs=25")
-    refused = nnback("train", cfg, "--out", run, "--resume", *longer)
+    refused = nnback_cli("train", cfg, "--out", run, "--resume", *longer)
     assert "differs in train.epochs" in one_error_line(refused, EXIT_USAGE)
-    forced = nnback("train", cfg, "--out", run, "--resume", "--force", *longer)
+    forced = nnback_cli("train", cfg, "--out", run, "--resume", "--force", *longer)
     assert forced.returncode == 0, forced.stderr
     assert (summary(run)["status"], summary(run)["epochs"]) == ("completed", 25)
     assert [r["epoch"] for r in read_jsonl(run / "metrics.jsonl")] == list(range(1, 26))
@@ -113,29 +113,30 @@ def test_force_resumes_an_unfinished_run_with_another_config(completed, nnback):
     ("model.layers.0.units=8", "shape mismatch for 0.W"),
     ("optimizer.momentum=0", "optimizer state mismatch"),
 ])
-def test_force_with_a_config_the_checkpoint_cannot_fit_is_one_error_line(completed, nnback, change, reason):
+def test_force_with_a_config_the_checkpoint_cannot_fit_is_one_error_line(completed, nnback_cli, change,
+                                                                         reason):
     cfg, run = completed
     store = CheckpointStore(run)
     store.step_paths()[0].unlink()
     store.last_path.unlink()  # an unfinished run, so --resume loads a checkpoint
-    failed = nnback("train", cfg, "--out", run, "--resume", "--force", "--set", change)
+    failed = nnback_cli("train", cfg, "--out", run, "--resume", "--force", "--set", change)
     line = one_error_line(failed, EXIT_USAGE)
     assert "does not fit this config" in line and reason in line
 
 
-def test_a_zero_time_budget_stops_at_once(finished, nnback, tmp_path):
+def test_a_zero_time_budget_stops_at_once(finished, nnback_cli, tmp_path):
     cfg, _ = finished
-    stopped = nnback("train", cfg, "--out", tmp_path / "run", "--max-time", "0", "--quiet")
+    stopped = nnback_cli("train", cfg, "--out", tmp_path / "run", "--max-time", "0", "--quiet")
     assert stopped.returncode == EXIT_TIME_LIMIT, stopped.stderr
     assert summary(tmp_path / "run")["status"] == "time_limit"
 
 
-def test_resume_of_a_run_killed_while_finishing_writes_its_outputs(completed, nnback):
+def test_resume_of_a_run_killed_while_finishing_writes_its_outputs(completed, nnback_cli):
     cfg, run = completed
     model = (run / "model.npz").read_bytes()
     (run / "model.npz").unlink()
     (run / "summary.json").unlink()  # killed after the final checkpoint, before these
-    done = nnback("train", cfg, "--out", run, "--resume")
+    done = nnback_cli("train", cfg, "--out", run, "--resume")
     assert done.returncode == 0, done.stderr
     assert summary(run)["status"] == "completed"
     with np.load(run / "model.npz", allow_pickle=False) as got, \
@@ -144,12 +145,12 @@ def test_resume_of_a_run_killed_while_finishing_writes_its_outputs(completed, nn
         assert all(np.array_equal(got[k], want[k]) for k in want.files)
 
 
-def test_resume_without_a_checkpoint_starts_fresh_with_a_clean_log(finished, nnback, tmp_path):
+def test_resume_without_a_checkpoint_starts_fresh_with_a_clean_log(finished, nnback_cli, tmp_path):
     cfg, reference = finished
     run = tmp_path / "run"
     run.mkdir()  # a run killed before its first checkpoint: a record and a half
     (run / "metrics.jsonl").write_bytes((reference / "metrics.jsonl").read_bytes()[:300])
-    done = nnback("train", cfg, "--out", run, "--resume")
+    done = nnback_cli("train", cfg, "--out", run, "--resume")
     assert done.returncode == 0, done.stderr
     assert "no checkpoint found; starting fresh" in done.stdout
     assert numbers(run) == numbers(reference)
@@ -166,10 +167,10 @@ DIVERGING = {
 }
 
 
-def test_huge_learning_rate_stops_with_diverged(write_config, nnback, tmp_path):
+def test_huge_learning_rate_stops_with_diverged(write_config, nnback_cli, tmp_path):
     cfg = write_config(DIVERGING)
     run = tmp_path / "run"
-    failed = nnback("train", cfg, "--out", run)
+    failed = nnback_cli("train", cfg, "--out", run)
     line = one_error_line(failed, EXIT_DIVERGED)
     record = summary(run)
     assert (record["status"], record["exit_code"]) == ("diverged", EXIT_DIVERGED)
@@ -186,17 +187,18 @@ def test_huge_learning_rate_stops_with_diverged(write_config, nnback, tmp_path):
     assert not (run / "model.npz").exists()
 
 
-def test_divergence_skips_up_to_the_configured_batches(write_config, nnback, tmp_path):
+def test_divergence_skips_up_to_the_configured_batches(write_config, nnback_cli, tmp_path, recwarn):
     cfg = write_config({**DIVERGING, "train": {"divergence": {"skip_batches": 3},
                                                "checkpoint": {"every_steps": 1}}})
     run = tmp_path / "run"
-    failed = nnback("train", cfg, "--out", run)
+    failed = nnback_cli("train", cfg, "--out", run)
     assert failed.returncode == EXIT_DIVERGED
     warnings = [line for line in failed.stderr.splitlines()
                 if line.startswith("warning: skipping a non-finite")]
     assert len(warnings) == 3
     assert failed.stderr.splitlines()[-1].startswith("error: ")
     assert "Traceback" not in failed.stderr and "RuntimeWarning" not in failed.stderr
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
     assert summary(run)["skipped_batches"] == 4
     assert len(list((run / "divergence").glob("step-*.npz"))) == 4
 
@@ -219,12 +221,12 @@ def test_first_nonfinite_gradient_is_named_in_backward_order():
 # --- errors before training ---------------------------------------------------------------
 
 
-def test_missing_data_file_fails_before_a_run_folder_exists(write_config, nnback, tmp_path):
+def test_missing_data_file_fails_before_a_run_folder_exists(write_config, nnback_cli, tmp_path):
     cfg = write_config({"data": {"source": "missing.csv", "target": "label", "split": {"val": 0.2}}})
-    failed = nnback("train", cfg, "--out", tmp_path / "run")
+    failed = nnback_cli("train", cfg, "--out", tmp_path / "run")
     assert "missing.csv" in one_error_line(failed, EXIT_USAGE)
     assert not (tmp_path / "run").exists()
-    failed = nnback("train", cfg)
+    failed = nnback_cli("train", cfg)
     one_error_line(failed, EXIT_USAGE)
     assert not (tmp_path / "runs").exists()
 
@@ -236,15 +238,15 @@ def test_missing_data_file_fails_before_a_run_folder_exists(write_config, nnback
     (["--set", "train.max_time=soon"], "train.max_time: invalid duration 'soon'"),
     (["--set", "nonsense"], "--set nonsense: expected KEY=VALUE"),
 ])
-def test_bad_arguments_are_one_error_line(write_config, nnback, tmp_path, args, expected):
+def test_bad_arguments_are_one_error_line(write_config, nnback_cli, tmp_path, args, expected):
     cfg = write_config()
-    failed = nnback("train", cfg, *args)
+    failed = nnback_cli("train", cfg, *args)
     assert expected in one_error_line(failed, EXIT_USAGE)
     assert not (tmp_path / "runs").exists()
 
 
-def test_missing_config_file_is_one_error_line(nnback, tmp_path):
-    failed = nnback("train", tmp_path / "nope.yaml", "--out", tmp_path / "run")
+def test_missing_config_file_is_one_error_line(nnback_cli, tmp_path):
+    failed = nnback_cli("train", tmp_path / "nope.yaml", "--out", tmp_path / "run")
     assert one_error_line(failed, EXIT_USAGE) == f"error: {tmp_path / 'nope.yaml'}: file not found"
     assert not (tmp_path / "run").exists()
 

@@ -1,6 +1,7 @@
-"""Real ``nnback train`` processes killed, signalled, time-limited, locked out and resumed
-from damaged checkpoints: every resumed run must end bit-identical to one that was never
-interrupted, and every stop must say what happened in its exit code and summary.json.
+"""``nnback train`` killed, signalled, time-limited, locked out and resumed from damaged
+checkpoints: every resumed run must end bit-identical to one that was never interrupted,
+and every stop must say what happened in its exit code and summary.json. Kills, signals,
+locks and the resumes compared with them run real processes; the rest runs in-process.
 """
 
 from __future__ import annotations
@@ -226,12 +227,12 @@ def test_signal_stops_with_checkpoint_and_resume_is_exact(medium, nnback, nnback
     assert metric_rows(run) == metric_rows(reference)
 
 
-def test_time_budget_stops_cleanly_and_resume_is_exact(medium, nnback, tmp_path):
+def test_time_budget_stops_cleanly_and_resume_is_exact(medium, nnback_cli, tmp_path):
     cfg, reference = medium
     run = tmp_path / "run"
     steps = []
     for budget in (["--max-time", "0.4s"], ["--set", "train.max_time=0.4s", "--resume"]):
-        stopped = nnback("train", cfg, "--out", run, *budget)
+        stopped = nnback_cli("train", cfg, "--out", run, *budget)
         assert stopped.returncode == EXIT_TIME_LIMIT, stopped.stderr
         assert stopped.stderr == ""
         record = summary(run)
@@ -239,7 +240,7 @@ def test_time_budget_stops_cleanly_and_resume_is_exact(medium, nnback, tmp_path)
         assert CheckpointStore(run).load_latest().meta["progress"]["step"] == record["steps"]
         steps.append(record["steps"])
     assert 0 < steps[0] < steps[1] < MEDIUM_STEPS
-    resume_to_end(nnback, cfg, run)
+    resume_to_end(nnback_cli, cfg, run)
     assert_same_model(run, reference)
     assert metric_rows(run) == metric_rows(reference)
 
@@ -307,14 +308,14 @@ def test_damaged_last_copy_falls_back_to_the_completed_step_file(tiny, nnback, t
     assert files_state(run) == before
 
 
-def test_no_readable_checkpoint_is_one_error_line_and_changes_nothing(tiny, nnback, tmp_path):
+def test_no_readable_checkpoint_is_one_error_line_and_changes_nothing(tiny, nnback_cli, tmp_path):
     cfg, reference = tiny
     run = tmp_path / "run"
     store = copy_run(reference, run)
     for path in store.step_paths():
         truncate(path)
     before = files_state(run)
-    failed = nnback("train", cfg, "--out", run, "--resume")
+    failed = nnback_cli("train", cfg, "--out", run, "--resume")
     assert failed.returncode == EXIT_USAGE
     assert failed.stderr.count("\n") == 1
     assert failed.stderr.startswith(f"error: {store.dir}: no readable checkpoint (")
@@ -376,12 +377,12 @@ def test_lock_from_another_host_is_respected(write_config, nnback, tmp_path):
 
 
 @pytest.mark.parametrize("where", ["under_file", "proc"])
-def test_unwritable_run_folder_fails_before_training(write_config, nnback, tmp_path, where):
+def test_unwritable_run_folder_fails_before_training(write_config, nnback_cli, tmp_path, where):
     cfg = write_config()
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     out = blocker / "run" if where == "under_file" else Path("/proc/nnback-run")
-    failed = nnback("train", cfg, "--out", out)
+    failed = nnback_cli("train", cfg, "--out", out)
     assert failed.returncode == EXIT_IO
     assert failed.stderr.count("\n") == 1 and failed.stderr.startswith(f"error: {out}")
     assert "run folder" not in failed.stdout

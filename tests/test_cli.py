@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
 import yaml
 from typer.testing import CliRunner
 
@@ -48,20 +49,50 @@ def tiny(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("command, options", [
-    ([], ["train", "validate", "eval", "predict", "gradcheck", "data"]),
+    ([], ["train", "validate", "eval", "predict", "gradcheck", "runs", "plot", "diagnose", "explain",
+          "schema", "init", "sweep", "data"]),
     (["train"], ["--set", "--out", "--resume", "--force", "--max-time", "--skip-if-done", "--quiet",
                  "--log-format"]),
-    (["validate"], ["config", "--set"]),
-    (["eval"], ["run", "--split", "--data", "--json"]),
-    (["predict"], ["run", "inputs", "--out"]),
-    (["gradcheck"], ["config", "--set", "--batch", "--threshold"]),
-    (["data", "fetch"], ["name", "--dir"]),
+    (["validate"], ["CONFIG", "--set"]),
+    (["eval"], ["RUN", "--split", "--data", "--format", "--json"]),
+    (["predict"], ["RUN", "INPUT", "--out"]),
+    (["gradcheck"], ["CONFIG", "--set", "--batch", "--threshold"]),
+    (["data", "fetch"], ["NAME", "--dir"]),
+    (["sweep"], ["SWEEP", "--workers", "--scheduler", "--out", "--set", "--max-trials", "--max-time",
+                 "--retry-failed", "--fail-fast", "--force", "--dry-run"]),
 ])
 def test_help(command, options):
     result = invoke(*command, "--help")
     assert result.exit_code == 0, result.output
     for option in options:
         assert option in result.stdout
+
+
+def command_paths(group, prefix=()) -> list[list[str]]:
+    """Every command below ``group`` as its words, e.g. ["data", "fetch"]."""
+    paths = []
+    for name, command in group.commands.items():
+        words = [*prefix, name]
+        paths += command_paths(command, words) if hasattr(command, "commands") else [words]
+    return paths
+
+
+COMMANDS = [[], *command_paths(typer.main.get_command(app))]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "nnback")
+def test_help_shows_examples_and_flags_without_a_type(command):
+    text = invoke(*command, "--help").stdout
+    assert "<bool>" not in text
+    examples = text[text.index("Examples:"):].splitlines()[1:]
+    lines = [line.strip() for line in examples if line.strip()]
+    assert lines and all(line.startswith(" ".join(["nnback", *command])) for line in lines)
+
+
+def test_data_help_names_only_what_it_does():
+    text = invoke("data", "--help").stdout
+    assert "Download MNIST or Fashion-MNIST (not shipped)." in text
+    assert "inspect" not in text
 
 
 def test_version():
@@ -84,11 +115,11 @@ def test_validate_prints_config_and_layer_table(monkeypatch):
         "config/digits-mlp.yaml").model_dump(mode="json")
     rows = [re.split(r"\s{2,}", line.strip()) for line in lines if re.match(r"(input|\d+ )", line)]
     assert rows == [
-        ["input", "(N, 64)", "0"],
-        ["0 Linear(64, 128)", "(N, 128)", "8,320"],
-        ["1 ReLU()", "(N, 128)", "0"],
-        ["2 Dropout(p=0.1)", "(N, 128)", "0"],
-        ["3 Linear(128, 10)", "(N, 10)", "1,290"],
+        ["input", "(N, 64)", "0", "16.0 KiB"],  # a batch of 64 in float32
+        ["0 Linear(64, 128)", "(N, 128)", "8,320", "64.0 KiB"],  # the output and its gradient
+        ["1 ReLU()", "(N, 128)", "0", "64.0 KiB"],
+        ["2 Dropout(p=0.1)", "(N, 128)", "0", "64.0 KiB"],
+        ["3 Linear(128, 10)", "(N, 10)", "1,290", "5.0 KiB"],
     ]
     assert "total parameters: 9,610 (37.5 KiB of float32)" in result.stdout
     assert "data: classification, 64 features, 10 classes, train 1259, val 269, test 269" in result.stdout
@@ -98,7 +129,7 @@ def test_validate_prints_config_and_layer_table(monkeypatch):
 def test_validate_applies_overrides(tiny):
     result = invoke("validate", tiny, "--set", "model.layers.0.units=5")
     assert result.exit_code == 0, result.output
-    assert re.search(r"^0 Linear\(2, 5\)\s+\(N, 5\)\s+15$", result.stdout, re.MULTILINE)
+    assert re.search(r"^0 Linear\(2, 5\)\s+\(N, 5\)\s+15\s+\d", result.stdout, re.MULTILINE)
 
 
 @pytest.mark.parametrize("config", ["digits-mlp", "spiral-hidden", "spiral-linear"])

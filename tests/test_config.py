@@ -8,7 +8,8 @@ import yaml
 
 from nnback.build import build_model
 from nnback.config import Experiment, apply_overrides, load_config, read_yaml, validate
-from nnback.config.schema import LinearSpec
+from nnback.config.loader import read_saved_config
+from nnback.config.schema import LAYER_SECTIONS
 from nnback.errors import ConfigError
 
 CONFIGS = sorted((Path(__file__).parent.parent / "config").glob("*.yaml"))
@@ -73,7 +74,7 @@ def test_mlp_expands_to_explicit_layers():
 
 def test_mlp_without_hidden_layers_is_linear():
     exp = validate({**TINY, "model": {"mlp": {"hidden": []}}}, "cfg.yaml")
-    assert exp.model.layer_specs() == [LinearSpec(type="linear", units="auto")]
+    assert exp.model.layer_specs() == [LAYER_SECTIONS["linear"](type="linear", units="auto")]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -133,7 +134,7 @@ def test_read_yaml_allows_the_same_key_in_different_mappings(tmp_path):
 
 
 def test_unreadable_path_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match=r": cannot read: "):
+    with pytest.raises(ConfigError, match=r": is a folder, expected a regular file$"):
         read_yaml(tmp_path)
 
 
@@ -164,7 +165,7 @@ def test_missing_section_without_a_misspelling():
 def test_key_of_the_wrong_data_variant_lists_the_valid_ones():
     raw = {**TINY, "data": {"source": "digits", "classes": 3}}
     assert messages(raw) == ["cfg.yaml: data.classes: unknown key 'classes'; valid keys: preprocess, "
-                             "seed, source, split"]
+                             "seed, shape, source, split"]
 
 
 def test_check_messages_name_nested_keys():
@@ -211,3 +212,20 @@ def test_every_field_is_described():
             assert field.description, f"{model.__name__}.{name} has no description"
             todo.extend(m for m in _models_in(field.annotation) if issubclass(m, BaseModel))
     assert len(seen) > 20
+
+
+@pytest.mark.parametrize("name, default", [("adam", 0.0), ("adamw", 0.01)])
+def test_null_option_means_its_default(name, default):
+    exp = validate({**TINY, "optimizer": {"type": name, "weight_decay": None}}, "cfg.yaml")
+    assert exp.optimizer.weight_decay == default
+
+
+def test_saved_config_is_read_as_todays_schema_resolves_it(tmp_path):
+    saved = {**TINY, "loss": {"type": "hinge"}, "optimizer": {"type": "adamw", "weight_decay": None}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(saved))
+    resolved = read_saved_config(path)
+    assert resolved["loss"] == {"type": "hinge", "margin": 1.0}
+    assert resolved["optimizer"]["weight_decay"] == 0.01
+    path.write_text(yaml.safe_dump({**saved, "name": ""}))  # no longer valid: kept as written
+    assert read_saved_config(path)["optimizer"]["weight_decay"] is None

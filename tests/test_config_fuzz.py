@@ -165,3 +165,20 @@ def test_random_overrides(cfg_path, config, extra):
 def test_random_bytes(cfg_path, data):
     cfg_path.write_bytes(data)
     assert_loads_or_config_error(cfg_path)
+
+
+YAML_PIECES = ["&a ", "*a", "&b ", "*b", "<<: ", "<<: *a", "[", "]", "{", "}", ", ", ": ", "- ", "\n", "  ",
+               "!!python/object:os.system ", "!!binary ", "!!int ", "!!float ", "!!set ", "!!omap ", "? ",
+               "!!map ", "!!seq ", "!!str ", "!!bool ", "!!timestamp ", "!!null ", "!!pairs ",
+               "9" * 120, "0b" + "1" * 200, "0x" + "f" * 150, "1_000", "1:30:00", ".nan", "~", "'", '"',
+               "name", "tiny", "seed", "data", "lr", "%YAML 1.1\n", "---\n", "...\n", "|\n", ">-\n", "#"]
+
+
+@FUZZ
+@given(pieces=st.lists(st.sampled_from(YAML_PIECES), max_size=40), prefix=st.booleans())
+def test_yaml_with_anchors_tags_and_nesting(cfg_path, pieces, prefix):
+    """Aliases, merge keys, tags, directives and long numbers in any order: bounded, one error."""
+    text = "".join(pieces)
+    cfg_path.write_text((yaml.safe_dump(VALID) if prefix else "") + text, encoding="utf-8")
+    assert_loads_or_config_error(cfg_path)
+    assert_loads_or_config_error(cfg_path, [f"seed={text}"])

@@ -91,11 +91,11 @@ def test_npz_errors(tmp_path):
     with pytest.raises(DataError, match=r"^m.npz: X has 5 rows but m.npz: y has 4$"):
         read_npz(tmp_path / "m.npz", "m.npz", "X", "y")
     np.savez(tmp_path / "o.npz", X=np.array([{}, {}], dtype=object), y=np.zeros(2))
-    with pytest.raises(DataError, match="o.npz: not a readable .npz file"):
+    with pytest.raises(DataError, match="o.npz: X: holds Python objects"):
         read_npz(tmp_path / "o.npz", "o.npz", "X", "y")
     data = (tmp_path / "m.npz").read_bytes()
     (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
-    with pytest.raises(DataError, match="cut.npz: not a readable .npz file"):
+    with pytest.raises(DataError, match="cut.npz: truncated or not an .npz file"):
         read_npz(tmp_path / "cut.npz", "cut.npz", "X", "y")
 
 
@@ -115,7 +115,7 @@ def test_npy_in_memory_and_truncated(tmp_path):
     np.testing.assert_array_equal(read_npy(tmp_path / "x.npy", "x.npy"), X)
     data = (tmp_path / "x.npy").read_bytes()
     (tmp_path / "t.npy").write_bytes(data[:-5])
-    with pytest.raises(DataError, match="t.npy: not a readable .npy file"):
+    with pytest.raises(DataError, match="t.npy: truncated: the header promises"):
         read_npy(tmp_path / "t.npy", "t.npy")
     with pytest.raises(DataError, match=r"^t.npy: truncated: the header promises"):
         read_npy(tmp_path / "t.npy", "t.npy", mmap=True)
@@ -153,7 +153,7 @@ def test_idx_round_trip(tmp_path, dtype, compress):
     (lambda b: b"\x01\x02\x08\x01" + b[4:], "a: not an IDX file (bad header)"),
     (lambda b: b[:10], "a: truncated IDX header"),
     (lambda b: b[:-1], "a: truncated: the IDX header promises 24 bytes of data, found 23"),
-    (lambda b: b + b"\x00", "a: trailing bytes: the IDX header promises 24 bytes of data, found 25"),
+    (lambda b: b + b"\x00", "a: trailing bytes: the IDX header promises 24 bytes of data, found more"),
 ])
 def test_idx_errors(tmp_path, mangle, message):
     (tmp_path / "a").write_bytes(mangle(idx_bytes(np.zeros((2, 3, 4), np.uint8))))

@@ -1,5 +1,8 @@
+import json
+
 import numpy as np
 import pytest
+import yaml
 from test_diagnostics import mlp, record, train_recorded
 from test_plot import diagnostics_records, with_diagnostics
 
@@ -66,9 +69,31 @@ def test_diagnose_a_healthy_run_says_so(tmp_path):
     assert "0.W        update ratio" in report
 
 
-def test_diagnose_without_records_tells_how_to_get_them(tmp_path):
-    with pytest.raises(NnbackError, match=r"no diagnostics.jsonl; add 'diagnostics: \{every: 100\}'"):
+def saved_run(folder, diagnostics, steps):
+    """A run folder's config.yaml and summary.json, as the trainer writes them."""
+    train = {"epochs": 2, "batch_size": 16, "diagnostics": diagnostics}
+    (folder / "config.yaml").write_text(yaml.safe_dump({"name": "tiny", "train": train}))
+    (folder / "summary.json").write_text(json.dumps({"status": "completed", "steps": steps}))
+
+
+def test_diagnose_without_records_says_why(tmp_path):
+    with pytest.raises(NnbackError, match=r"no gradient-flow records: diagnostics are recorded by nnback "
+                                          r"train \(train.diagnostics.every, default 100 steps\)"):
         diagnose_run(tmp_path)
-    with_diagnostics(tmp_path, [])
-    with pytest.raises(NnbackError, match="no records yet"):
+    saved_run(tmp_path, {"every": 100}, steps=12)
+    for records in (None, []):  # no file, or a file without records
+        if records is not None:
+            with_diagnostics(tmp_path, records)
+        with pytest.raises(NnbackError) as error:
+            diagnose_run(tmp_path)
+        assert str(error.value) == (
+            f"{tmp_path}: no gradient-flow records: diagnostics are recorded every 100 steps "
+            f"(train.diagnostics.every) and the run took 12 steps; set train.diagnostics.every to 1 "
+            f"(or another value below 12) and train again")
+    saved_run(tmp_path, None, steps=500)
+    with pytest.raises(NnbackError, match=r"diagnostics were off in this run \(train.diagnostics: null\)"):
+        diagnose_run(tmp_path)
+    saved_run(tmp_path, {"every": 50}, steps=None)
+    (tmp_path / "summary.json").unlink()  # still running, before its first record
+    with pytest.raises(NnbackError, match=r"the first record is written at step 50"):
         diagnose_run(tmp_path)

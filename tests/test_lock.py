@@ -84,7 +84,7 @@ def test_lock_naming_a_live_pid_without_kernel_lock_is_stale(tmp_path):
         assert json.loads(lock.path.read_text())["pid"] == os.getpid()
 
 
-@pytest.mark.parametrize("content", ["", '{"pid": 12', "[]", '{"pid": 0}'])
+@pytest.mark.parametrize("content", ["", '{"pid": 12', "[]", '{"pid": 0}', "[" * 70_000])
 def test_empty_or_garbled_lock_is_taken_over(tmp_path, content):
     (tmp_path / "lock").write_text(content)
     with RunLock(tmp_path) as lock:

@@ -11,9 +11,9 @@ SHAPES = [(1, 4), (3, 50), (64, 3), (7, 5)]
 
 def targets(loss, shape, rng):
     """Labels (classification) or values (regression, binary) for scores of ``shape``."""
-    if loss.kind == "classification":
+    if loss.spec.task == "classification":
         return rng.integers(0, shape[1], shape[0])
-    if loss.kind == "binary":
+    if loss.spec.task == "binary":
         return rng.integers(0, 2, shape).astype(np.float64)
     return rng.standard_normal(shape)
 
@@ -53,9 +53,9 @@ def test_float32_scores_give_float32_gradient(name):
     assert isinstance(value, float) and dscores.dtype == np.float32 and dscores.shape == (5, 3)
 
 
-def test_kinds():
-    assert SoftmaxCrossEntropy.kind == Hinge.kind == "classification"
-    assert MSE.kind == "regression" and BCEWithLogits.kind == "binary"
+def test_tasks():
+    assert SoftmaxCrossEntropy.spec.task == Hinge.spec.task == "classification"
+    assert MSE.spec.task == "regression" and BCEWithLogits.spec.task == "binary"
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])

@@ -192,8 +192,6 @@ def test_rmsprop_weight_decay():
     (SGD, {"momentum": -0.5}, "momentum"),
     (SGD, {"dampening": -1.0}, "dampening"),
     (SGD, {"weight_decay": -1e-4}, "weight_decay"),
-    (SGD, {"nesterov": True}, "momentum"),
-    (SGD, {"nesterov": True, "momentum": 0.9, "dampening": 0.1}, "dampening"),
     (Adam, {"betas": (1.0, 0.999)}, "betas[0]"),
     (Adam, {"betas": (0.9, -0.1)}, "betas[1]"),
     (Adam, {"betas": (0.9,)}, "betas"),

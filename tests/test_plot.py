@@ -92,13 +92,27 @@ def test_plot_needs_run_folders_and_matplotlib(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("size, message", [
-    ({"dpi": 0}, "--dpi 0: must be at least 1"),
+    ({"dpi": 0}, "--dpi 0: must be from 1 to 2400"),
+    ({"dpi": -5}, "--dpi -5: must be from 1 to 2400"),
+    ({"dpi": 10**9}, "--dpi 1000000000: must be from 1 to 2400"),
     ({"width": 0}, "--width 0: must be a finite size"),
     ({"height": float("nan")}, "--height nan: must be a finite size"),
+    ({"width": float("inf")}, "--width inf: must be a finite size"),
     ({"width": 0.001}, "--width 0.001: must be a finite size"),
+    ({"width": 1e6}, "--width 1e\\+06: must be a finite size in inches of 1 to 32768 pixels"),
+    ({"width": 300, "height": 300, "dpi": 100}, "is 900 megapixels; at most 100"),
 ])
-def test_an_image_without_pixels_is_a_user_error(tmp_path, size, message):
+def test_an_image_without_pixels_or_too_many_is_a_user_error(tmp_path, size, message):
     run = make_run(tmp_path / "run")
     with pytest.raises(NnbackError, match=message):
         plot_runs([run], tmp_path / "x.png", **size)
     assert not (tmp_path / "x.png").exists()
+
+
+def test_legend_of_several_experiments_names_each_and_stays_short(tmp_path):
+    runs = [load_run(make_run(tmp_path / "d" / str(i), lr=lr)) for i, lr in enumerate((0.1, 0.01))]
+    runs += [load_run(make_run(tmp_path / "s" / str(i), name="spiral", units=units))
+             for i, units in enumerate((8, 64))]
+    fig = make_figure(runs)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "digits-mlp (lr=0.1)", "digits-mlp (lr=0.01)", "spiral (units=8)", "spiral (units=64)"]

@@ -147,8 +147,18 @@ def test_eval_text_output(in_folder):
     final = json.loads((in_folder / "run" / "summary.json").read_text())["final"]
     result = invoke("eval", "run")
     assert result.exit_code == 0, result.output
-    assert result.stdout == (f"test_loss {final['test_loss']:.4f} "
-                             f"test_accuracy {final['test_accuracy']:.4f} samples 30\n")
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"test_loss {final['test_loss']:.4f} "
+                               f"test_accuracy {final['test_accuracy']:.4f} test_macro_precision ")
+    assert lines[0].endswith(" samples 30")
+    assert lines[2].split() == ["class", "precision", "recall", "f1", "support"]
+    assert [line.split()[0] for line in lines[3:6]] == SPECIES
+    assert sum(int(line.split()[-1]) for line in lines[3:6]) == 30
+    assert lines[7] == "confusion matrix (rows: true class, columns: predicted)"
+    assert lines[8].split() == SPECIES
+    matrix = [[int(v) for v in line.split()[1:]] for line in lines[9:12]]
+    assert sum(map(sum, matrix)) == 30
+    assert sum(matrix[i][i] for i in range(3)) == round(final["test_accuracy"] * 30)
 
 
 def test_eval_on_a_labelled_file(in_folder):
@@ -158,6 +168,26 @@ def test_eval_on_a_labelled_file(in_folder):
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     assert metrics["data_accuracy"] == 1.0 and metrics["samples"] == 12
+    assert metrics["confusion_matrix"] == [[4, 0, 0], [0, 4, 0], [0, 0, 4]]
+
+
+def test_eval_reports_the_confusion_and_per_class_scores(in_folder):
+    X, labels = raw_rows(seed=4)  # predicted right, as above; one cat relabelled dog
+    labels[0] = "dog"
+    write_csv(in_folder / "more.csv", X, labels)
+    result = invoke("eval", "run", "--data", "more.csv", "--format", "json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["classes"] == SPECIES
+    assert metrics["confusion_matrix"] == [[3, 0, 0], [1, 4, 0], [0, 0, 4]]
+    assert metrics["per_class"]["cat"] == {"precision": 0.75, "recall": 1.0, "f1": 6 / 7, "support": 3}
+    assert metrics["per_class"]["dog"] == {"precision": 1.0, "recall": 0.8, "f1": pytest.approx(8 / 9),
+                                           "support": 5}
+    assert metrics["per_class"]["emu"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 4}
+    assert metrics["data_macro_precision"] == pytest.approx(2.75 / 3)
+    assert metrics["data_macro_recall"] == pytest.approx(2.8 / 3)
+    assert metrics["data_macro_f1"] == pytest.approx((6 / 7 + 8 / 9 + 1) / 3)
+    assert metrics["data_accuracy"] == 11 / 12
 
 
 def test_eval_rejects_unknown_labels(in_folder):

@@ -147,3 +147,60 @@ def test_resume_refuses_a_changed_config(reference, tmp_path):
     assert result.exit_code == 2
     assert result.stderr == (f"error: {run}: the saved config differs in optimizer.lr; "
                              f"add --force to resume anyway\n")
+
+
+def test_resume_accepts_a_config_saved_with_null_weight_decay(reference, tmp_path):
+    """Earlier versions wrote adam's default weight decay as null; it resolves to 0 now."""
+    config, ref = reference
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["optimizer"]["weight_decay"] == 0.0
+    saved["optimizer"]["weight_decay"] = None
+    (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    result = invoke("train", config, "--out", run, "--resume")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().endswith("the run is already completed")
+
+
+CONVNET = {
+    "name": "resume-cnn",
+    "seed": 3,
+    "data": {"source": "digits", "split": {"val": 0.5, "test": 0.3},
+             "preprocess": {"type": "standardize", "per_channel": True}},
+    "model": {"layers": [
+        {"type": "conv2d", "channels": 4, "kernel": 3, "padding": 1},
+        {"type": "batchnorm2d"},
+        {"type": "relu"},
+        {"type": "maxpool2d", "kernel": 2},
+        {"type": "conv2d", "channels": 6, "kernel": [2, 3], "stride": 2},
+        {"type": "relu"},
+        {"type": "flatten"},
+        {"type": "dropout", "p": 0.2},
+        {"type": "linear", "units": "auto"},
+    ]},
+    "loss": "softmax_cross_entropy",
+    "optimizer": {"type": "sgd", "lr": 0.05, "momentum": 0.9},
+    "train": {"epochs": 4, "batch_size": 32, "checkpoint": {"keep": 100}},
+}
+
+
+def test_convnet_killed_after_a_checkpoint_resumes_bit_identically(tmp_path):
+    config = tmp_path / "cnn.yaml"
+    config.write_text(yaml.safe_dump(CONVNET))
+    reference = tmp_path / "reference"
+    result = invoke("train", config, "--out", reference, "-q")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    checkpoints = run / "checkpoints"
+    step = metrics(run)[1]["step"]  # killed right after the checkpoint of epoch 2
+    for path in checkpoints.iterdir():
+        if path.name in ("last.npz", "best.npz") or int(path.stem.split("-")[1]) > step:
+            path.unlink()
+    (run / "model.npz").unlink()
+    (run / "summary.json").unlink()
+    shutil.copy(checkpoints / f"step-{step:09d}.npz", checkpoints / "last.npz")
+    best = min(metrics(run)[:2], key=lambda record: record["val_loss"])
+    shutil.copy(checkpoints / f"step-{best['step']:09d}.npz", checkpoints / "best.npz")
+    resume_to_the_end(config, run, reference)

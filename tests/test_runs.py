@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from nnback.commands.runs import find_runs, load_run, run_labels, runs_table
+from nnback.commands.runs import abbreviate, find_runs, load_run, run_labels, runs_table, value_text
 from nnback.config.diff import differing_keys, flatten
 from nnback.errors import NnbackError
 from nnback.formatting import duration
@@ -98,13 +98,108 @@ def test_run_labels_name_the_differing_hyperparameters(tmp_path):
 
 def test_table_shows_differing_keys_best_metric_and_its_epoch(three_runs):
     lines = runs_table(three_runs).splitlines()
-    assert lines[0].split() == ["run", "name", "status", "optimizer.lr", "best_val_loss", "best_val_accuracy",
+    assert lines[0] == f"digits-mlp: 3 runs in {three_runs}"
+    assert lines[1].split() == ["run", "status", "lr", "best_val_loss", "best_val_accuracy",
                                 "best_epoch", "test_accuracy", "epochs", "seconds"]
-    assert lines[1].split() == ["a/r1", "digits-mlp", "completed", "0.1", "0.5", "0.75", "2", "0.91", "3",
-                                "12.5s"]
-    assert lines[2].split() == ["a/r2", "digits-mlp", "completed", "0.01", "0.7", "0.65", "3", "0.85", "3",
-                                "1m15s"]
-    assert lines[3].split() == ["b", "digits-mlp", "diverged", "0.3", "2", "0", "1", "-", "1", "12.5s"]
+    assert lines[2].split() == ["a/r1", "completed", "0.1", "0.5", "0.75", "2", "0.91", "3", "12.5s"]
+    assert lines[3].split() == ["a/r2", "completed", "0.01", "0.7", "0.65", "3", "0.85", "3", "1m15s"]
+    assert lines[4].split() == ["b", "diverged", "0.3", "2", "0", "1", "-", "1", "12.5s"]
+
+
+def edit_config(run, edit):
+    """Change a run's saved config.yaml in place."""
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    edit(config)
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return run
+
+
+def other_experiment(config):
+    """A config of another experiment: other data, model, schedule and training."""
+    config["data"] = {"source": "spiral", "classes": 3, "points_per_class": 100, "noise": 0.2,
+                      "split": {"val": 0.2, "test": 0.0}, "preprocess": {"type": "none"}}
+    config["model"]["layers"] = [{"type": "linear", "units": 8, "init": "xavier_normal"},
+                                 {"type": "tanh"}, {"type": "dropout", "p": 0.1},
+                                 {"type": "linear", "units": "auto"}]
+    config["train"].update(epochs=300, batch_size=300, eval_every=100)
+    config["schedule"] = {"type": "cosine", "warmup_epochs": 10, "min_lr": 0.0}
+
+
+@pytest.fixture
+def two_experiments(tmp_path):
+    """digits-mlp: two runs differing in lr; spiral: two runs differing in hidden units."""
+    for i, lr in enumerate((0.1, 0.01)):
+        make_run(tmp_path / "digits-mlp" / f"run{i}", lr=lr)
+    for i, units in enumerate((8, 64)):
+        run = make_run(tmp_path / "spiral" / f"run{i}", name="spiral", val_losses=(0.9, 0.3))
+        edit_config(run, other_experiment)
+        edit_config(run, lambda c, units=units: c["model"]["layers"][0].update(units=units))
+    return tmp_path
+
+
+def test_runs_of_several_experiments_are_compared_within_each(two_experiments):
+    blocks = runs_table(two_experiments).split("\n\n")
+    assert [b.splitlines()[0] for b in blocks] == [
+        f"digits-mlp: 2 runs in {two_experiments / 'digits-mlp'}",
+        f"spiral: 2 runs in {two_experiments / 'spiral'}"]
+    digits, spiral = ([line.split() for line in b.splitlines()[1:]] for b in blocks)
+    assert digits[0] == ["run", "status", "lr", "best_val_loss", "best_val_accuracy", "best_epoch",
+                         "test_accuracy", "epochs", "seconds"]
+    assert digits[1][:3] == ["run0", "completed", "0.1"] and digits[2][:3] == ["run1", "completed", "0.01"]
+    assert spiral[0][:3] == ["run", "status", "units"]
+    assert [row[2] for row in spiral[1:]] == ["8", "64"]
+    rows = json.loads(runs_table(two_experiments, fmt="json"))
+    assert [(r["name"], r.get("optimizer.lr"), r.get("model.layers[0].units")) for r in rows] == [
+        ("digits-mlp", 0.1, None), ("digits-mlp", 0.01, None), ("spiral", None, 8), ("spiral", None, 64)]
+    header = next(csv.reader(io.StringIO(runs_table(two_experiments, fmt="csv"))))
+    assert header[:5] == ["run", "name", "status", "optimizer.lr", "model.layers[0].units"]
+
+
+LONG_PATH = "data/" + "very-long-folder-name/" * 4 + "table.csv"
+
+
+def far_apart(config):
+    """Another experiment under the same name, and a data file with a long path."""
+    other_experiment(config)
+    config["data"] = {"source": LONG_PATH, "target": "label"}
+    config["optimizer"].update(lr=0.123456789, momentum=0.5, nesterov=True, weight_decay=1e-4)
+
+
+def test_many_differing_settings_and_long_values_stay_readable(tmp_path):
+    make_run(tmp_path / "a", val_losses=(0.5,))
+    edit_config(make_run(tmp_path / "b", val_losses=(0.5,)), far_apart)
+    lines = runs_table(tmp_path).splitlines()
+    assert max(map(len, lines)) < 200
+    assert lines[1].split()[:8] == ["run", "status", "lr", "momentum", "nesterov", "weight_decay", "min_lr",
+                                    "schedule.type"]
+    assert lines[-1] == ("(7 more differing settings not shown: schedule.warmup_epochs, model.layers, "
+                         "train.batch_size, train.epochs, train.eva…; --format json lists them all)")
+    assert lines[3].split()[:8] == ["b", "completed", "0.1235", "0.5", "true", "0.0001", "0", "cosine"]
+    (row_b,) = [r for r in json.loads(runs_table(tmp_path, fmt="json")) if r["run"] == "b"]
+    assert row_b["data.source"] == LONG_PATH and row_b["model.layers"][2] == {"type": "dropout", "p": 0.1}
+    assert abbreviate(LONG_PATH, 24) == "…" + LONG_PATH[-23:]
+    assert abbreviate("[1, 2, 3, 4]", 8) == "[1, 2, …"
+    assert value_text(row_b["model.layers"]) == (
+        "[linear(units=8, init=xavier_normal), tanh, dropout(p=0.1), linear(units=auto)]")
+
+
+def test_sort_within_each_experiment_by_a_short_setting_name(two_experiments):
+    rows = json.loads(runs_table(two_experiments, sort="lr", fmt="json"))
+    assert [r["run"] for r in rows] == [
+        "digits-mlp/run1", "digits-mlp/run0", "spiral/run0", "spiral/run1"]  # spiral has no lr column
+    rows = json.loads(runs_table(two_experiments, sort="units", fmt="json"))
+    assert [r["run"] for r in rows][2:] == ["spiral/run0", "spiral/run1"]
+
+
+def test_legend_labels_are_per_experiment_and_short(two_experiments, tmp_path):
+    runs = [load_run(p) for p in find_runs(two_experiments)]
+    assert run_labels(runs) == ["digits-mlp (lr=0.1)", "digits-mlp (lr=0.01)",
+                                "spiral (units=8)", "spiral (units=64)"]
+    far = [load_run(make_run(tmp_path / "far" / "a")),
+           load_run(edit_config(make_run(tmp_path / "far" / "b"), far_apart))]
+    labels = run_labels(far)
+    assert labels == ["digits-mlp (lr=0.1, momentum=0.9, nesterov=-, +10 more)",
+                      "digits-mlp (lr=0.1235, momentum=0.5, nesterov=true, +10 more)"]
 
 
 def test_sort_by_best_validation_and_filter_by_status(three_runs):

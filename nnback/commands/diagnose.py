@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import math
+import os
 import textwrap
 from pathlib import Path
 
 from nnback.errors import NnbackError
 from nnback.formatting import format_table
-from nnback.train.diagnostics import HEALTHY_RATIO, ProblemTracker, Thresholds
-
-PARAM_METRICS = ("weight_norm", "grad_norm", "update_ratio")
-LAYER_METRICS = ("dx_norm", "mean", "std", "dead", "saturated")
+from nnback.train.diagnostics import (
+    HEALTHY_RATIO,
+    LAYER_METRICS,
+    PARAM_METRICS,
+    ProblemTracker,
+    Thresholds,
+    read_records,
+)
 
 
 def _ratio_distance(value: float) -> float:
@@ -137,21 +142,39 @@ def warnings_text(records: list[dict], thresholds: Thresholds = Thresholds()) ->
     return lines
 
 
+def why_no_records(run_dir: str | Path) -> str:
+    """Why a run folder holds no diagnostics records, and what to change."""
+    from nnback.commands.runs import load_run
+
+    try:
+        run = load_run(run_dir)
+    except NnbackError:
+        return "diagnostics are recorded by nnback train (train.diagnostics.every, default 100 steps)"
+    train = run.config.get("train") or {}
+    if train.get("diagnostics", {}) is None:
+        return ("diagnostics were off in this run (train.diagnostics: null); remove that line "
+                "to record every 100 steps, and train again")
+    every = (train.get("diagnostics") or {}).get("every", 100)
+    last = run.metrics[-1] if run.metrics else {}
+    steps = run.summary.get("steps", last.get("step"))
+    if steps is not None and steps < every:
+        return (f"diagnostics are recorded every {every} steps (train.diagnostics.every) and the "
+                f"run took {steps} steps; set train.diagnostics.every to {max(1, steps // 10)} "
+                f"(or another value below {steps}) and train again")
+    return f"the first record is written at step {every} (train.diagnostics.every)"
+
+
 def diagnose_run(run_dir: str | Path, thresholds: Thresholds = Thresholds()) -> str:
     """The report ``nnback diagnose RUN`` prints.
 
     Raises:
-        NnbackError: no ``diagnostics.jsonl`` in ``run_dir``, or it holds no records.
+        NnbackError: no records in ``run_dir`` (no or an empty ``diagnostics.jsonl``),
+            saying why.
     """
-    from nnback.runfolder.jsonl import read_jsonl
-
     path = Path(run_dir) / "diagnostics.jsonl"
-    if not path.is_file():
-        raise NnbackError(f"{run_dir}: no diagnostics.jsonl; add 'diagnostics: {{every: 100}}' "
-                          f"under train: in the config and train again")
-    records = read_jsonl(path)
+    records = read_records(path) if os.path.lexists(path) else []
     if not records:
-        raise NnbackError(f"{path}: no records yet")
+        raise NnbackError(f"{run_dir}: no gradient-flow records: {why_no_records(run_dir)}")
     steps = [r["step"] for r in records]
     param_rows, layer_rows = summary_rows(records)
     headers = ["", "metric", "first", "last", "worst", "at step"]

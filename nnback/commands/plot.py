@@ -16,10 +16,14 @@ from pathlib import Path
 
 from nnback.commands.runs import Run, load_run, run_labels
 from nnback.errors import NnbackError
-from nnback.train.diagnostics import HEALTHY_RATIO
+from nnback.train.diagnostics import HEALTHY_RATIO, read_records
 
 LINESTYLES = ("-", "--", ":", "-.")
 MARKED_POINTS = 60  # series this short get a marker on every point
+# Bounds on the image, so an absurd size fails at once instead of exhausting memory.
+MAX_DPI = 2400
+MAX_SIDE_PIXELS = 32768
+MAX_PIXELS = 100_000_000
 
 
 def _figure_class():
@@ -31,9 +35,7 @@ def _figure_class():
 
 
 def _diagnostics(run: Run) -> list[dict]:
-    from nnback.runfolder.jsonl import read_jsonl
-
-    return read_jsonl(run.path / "diagnostics.jsonl", missing_ok=True)
+    return read_records(run.path / "diagnostics.jsonl", missing_ok=True)
 
 
 def _x_key(runs: list[Run]) -> str:
@@ -196,12 +198,16 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path = "plot.png", width: f
     """
     if not run_dirs:
         raise NnbackError("plot: give at least one run folder")
-    if dpi < 1:
-        raise NnbackError(f"plot: --dpi {dpi}: must be at least 1")
+    if not 1 <= dpi <= MAX_DPI:
+        raise NnbackError(f"plot: --dpi {dpi}: must be from 1 to {MAX_DPI}")
     for option, inches in (("--width", width), ("--height", height)):
-        if not (math.isfinite(inches) and inches * dpi >= 1):
-            raise NnbackError(f"plot: {option} {inches:g}: must be a finite size in inches "
-                              f"of at least one pixel")
+        if not (math.isfinite(inches) and 1 <= inches * dpi <= MAX_SIDE_PIXELS):
+            raise NnbackError(f"plot: {option} {inches:g}: must be a finite size in inches of 1 to "
+                              f"{MAX_SIDE_PIXELS} pixels at --dpi {dpi}")
+    if width * height * dpi * dpi > MAX_PIXELS:
+        raise NnbackError(f"plot: {width:g} x {height:g} inches at --dpi {dpi} is "
+                          f"{width * height * dpi * dpi / 1e6:.0f} megapixels; at most "
+                          f"{MAX_PIXELS // 10**6}: lower --dpi, --width or --height")
     runs = [load_run(d) for d in run_dirs]
     fig = make_figure(runs, width, height, dpi)
     out = Path(out)

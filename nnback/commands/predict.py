@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 from nnback.data import read_inputs
+from nnback.errors import DataError
 from nnback.runfolder.atomic import atomic_write_text
 from nnback.runfolder.saved_model import load
 
@@ -20,21 +21,23 @@ def predict_file(path: str | Path, inputs: str | Path, out: str | Path | None = 
     """
     predictor = load(path)
     X = read_inputs(Path(inputs), predictor.data, predictor.preprocessor)
+    try:
+        values = predictor.predict(X, preprocessed=True)
+        probabilistic = predictor.data.task == "classification" and predictor.probabilistic
+        proba = predictor.predict_proba(X, preprocessed=True) if probabilistic else None
+    except DataError as exc:
+        raise DataError(f"{inputs}: {exc}") from None
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     if predictor.data.task == "classification":
-        labels = predictor.predict(X, preprocessed=True)
-        probabilistic = predictor.probabilistic
         header = ["prediction"]
         if probabilistic:
-            proba = predictor.predict_proba(X, preprocessed=True)
             header += [f"p_{c}" for c in predictor.classes]
         writer.writerow(header)
-        for i, label in enumerate(labels):
+        for i, label in enumerate(values):
             row = [label] + ([f"{p:.6g}" for p in proba[i]] if probabilistic else [])
             writer.writerow(row)
     else:
-        values = predictor.predict(X, preprocessed=True)
         writer.writerow([f"prediction_{j}" for j in range(values.shape[1])] if values.shape[1] > 1
                         else ["prediction"])
         writer.writerows([[f"{v:.6g}" for v in row] for row in values])

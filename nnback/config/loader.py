@@ -17,24 +17,32 @@ from pydantic import BaseModel, ValidationError
 from nnback.config.data_schema import DATA_VARIANTS
 from nnback.config.schema import Experiment
 from nnback.errors import ConfigError
+from nnback.spec import BOUNDS, number
+from nnback.untrusted import read_limited
+
+MAX_FILE_BYTES = 1 << 20  # an experiment file is a few kilobytes
+MAX_NODES = 20_000  # values in the document once every alias is expanded (a config has hundreds)
+MAX_DEPTH = 64  # nesting of mappings and lists
+MAX_INT_CHARS = 100  # characters of one integer
 
 
 def read_yaml(path: str | Path) -> dict:
     """Parse an experiment file with a safe loader (plain data only, no Python tags) that
-    also rejects duplicate keys; the top level must be a mapping."""
+    also rejects duplicate keys; the top level must be a mapping.
+
+    Hostile documents end with a ConfigError before they can exhaust time or memory:
+    a file over MAX_FILE_BYTES, a FIFO or device, more than MAX_NODES values with
+    aliases expanded (the "billion laughs"), an alias inside its own anchor, nesting
+    deeper than MAX_DEPTH, an integer longer than MAX_INT_CHARS characters.
+    """
     path = Path(path)
+    data = read_limited(path, str(path), MAX_FILE_BYTES, "an experiment file", ConfigError)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     try:
-        loader = _UniqueKeyLoader(text)
-        try:
-            raw = loader.get_single_data()
-        finally:
-            loader.dispose()
+        raw = parse_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: {_yaml_error(exc)}") from None
     if not isinstance(raw, dict):
@@ -43,19 +51,104 @@ def read_yaml(path: str | Path) -> dict:
     return raw
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+def read_saved_config(path: str | Path) -> dict:
+    """A run folder's config.yaml as today's schema resolves it, so that options added
+    since it was written count with their defaults (and ``weight_decay: null``, as adam
+    was once saved, as adam's 0); as written if it no longer validates."""
+    saved = read_yaml(path)
+    try:
+        return Experiment.model_validate(saved).model_dump(mode="json")
+    except ValidationError:
+        return saved
+
+
+def parse_yaml(text: str):
+    """One YAML document of plain data, with the bounds of ``read_yaml``.
+
+    Raises:
+        yaml.YAMLError: invalid YAML, a duplicate key or a bound exceeded.
+    """
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+class _BoundedLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that rejects a key written twice in one mapping (YAML would
-    silently keep the last one)."""
+    silently keep the last one) and documents whose size or nesting is out of bounds.
+
+    While composing, every node is counted with each alias counted as the whole node it
+    names, so the total is the size of the fully expanded document; it is checked as it
+    grows, before anything is constructed.
+    """
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._expanded = 0
+        self._depth = 0
+        self._sizes: dict[int, int] = {}  # id of a composed node -> its expanded size
+
+    def compose_node(self, parent, index):
+        mark = self.peek_event().start_mark
+        if self.check_event(yaml.AliasEvent):
+            node = super().compose_node(parent, index)
+            if id(node) not in self._sizes:
+                raise yaml.composer.ComposerError(
+                    None, None, "an alias inside its own anchor (a recursive structure)", mark)
+            self._grow(self._sizes[id(node)], mark)
+            return node
+        if self._depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep", mark)
+        before = self._expanded
+        self._grow(1, mark)
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        self._sizes[id(node)] = self._expanded - before
+        return node
+
+    def _grow(self, count: int, mark) -> None:
+        self._expanded += count
+        if self._expanded > MAX_NODES:
+            raise yaml.composer.ComposerError(
+                None, None, f"more than {MAX_NODES} values with aliases expanded", mark)
+
+    def construct_object(self, node, deep=False):
+        """PyYAML's construction, with the errors its constructors raise for a value that
+        does not fit an explicit tag (``!!int abc``, ``!!float ''``, ``!!bool x``) as
+        one ConstructorError at the value."""
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, IndexError, KeyError, AttributeError, TypeError, OverflowError):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{str(node.value)[:40]!r} is not a valid {node.tag.rsplit(':', 1)[-1]}",
+                node.start_mark) from None
+
+    def construct_yaml_int(self, node):
+        if len(node.value) > MAX_INT_CHARS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"an integer of {len(node.value)} characters (at most {MAX_INT_CHARS})",
+                node.start_mark)
+        return super().construct_yaml_int(node)
 
     def construct_mapping(self, node, deep=False):
         seen = set()
-        for key_node, _ in node.value:
+        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
             key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, typing.Hashable) and key in seen:
+            if not isinstance(key, typing.Hashable):
+                continue  # refused by PyYAML's own check
+            if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} is given twice in the same mapping", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
 
 
 def _yaml_error(exc: yaml.YAMLError) -> str:
@@ -67,11 +160,15 @@ def _yaml_error(exc: yaml.YAMLError) -> str:
 
 
 def apply_overrides(raw: dict, overrides: typing.Iterable[str]) -> dict:
-    """Set dotted keys, ``optimizer.lr=0.01`` or ``model.layers.0.units=64``, in a copy.
+    """Set dotted keys, ``optimizer.lr=0.01`` or ``model.layers.0.units=64``, in a copy
+    (``raw`` itself is returned when there are no overrides).
 
     Values are parsed as YAML scalars (or flow collections), so ``5`` is an int,
     ``1e-3`` a float, ``true`` a bool and ``[64, 32]`` a list.
     """
+    overrides = list(overrides)
+    if not overrides:
+        return raw
     raw = _deep_copy(raw)
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -79,7 +176,7 @@ def apply_overrides(raw: dict, overrides: typing.Iterable[str]) -> dict:
         if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError(f"--set {item}: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=0.01")
         try:
-            value = yaml.safe_load(text)
+            value = parse_yaml(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {key}: cannot parse value {text!r}: {_yaml_error(exc)}") from None
         _set_path(raw, key.split("."), value, item)
@@ -238,24 +335,14 @@ def _got(value) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def _number(value) -> str:
-    """A limit as a person writes it: ``0`` rather than ``0.0``."""
-    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
-
-
 def _message(error: dict) -> str:
     kind, ctx, value = error["type"], error.get("ctx", {}), error.get("input")
     if kind == "missing":
         return MISSING
-    bounds = {
-        "greater_than": ("greater than", "gt"),
-        "greater_than_equal": ("at least", "ge"),
-        "less_than": ("less than", "lt"),
-        "less_than_equal": ("at most", "le"),
-    }
+    bounds = {"greater_than": "gt", "greater_than_equal": "ge", "less_than": "lt", "less_than_equal": "le"}
     if kind in bounds:
-        words, name = bounds[kind]
-        return f"must be {words} {_number(ctx[name])} (got {_got(value)})"
+        key = bounds[kind]
+        return f"must be {BOUNDS[key]} {number(ctx[key])} (got {_got(value)})"
     if kind in ("union_tag_invalid", "literal_error"):
         choices = _choices(ctx.get("expected_tags") or ctx.get("expected", ""))
         given = ctx.get("tag", value)

@@ -2,17 +2,32 @@
 
 Every model forbids unknown keys and documents every field; cross-field checks raise
 errors whose location is the YAML key to fix. The ``data:`` section lives in
-``nnback.config.data_schema``.
+``nnback.config.data_schema``. The sections of layers, losses, optimizers and
+schedules are built from the specs of the engine classes (``nnback.spec``): their
+``type`` names, options, defaults, bounds and descriptions are written there, once.
 """
 
 from __future__ import annotations
 
+import functools
+import operator
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from nnback.config.data_schema import DataConfig
 from nnback.config.timeparse import parse_duration
+from nnback.registry import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULES
+from nnback.spec import Option, Spec
 
 
 class Section(BaseModel):
@@ -26,72 +41,104 @@ def _tag_from_string(value):
     return {"type": value} if isinstance(value, str) else value
 
 
-# --- model ---------------------------------------------------------------------------
-
-Init = Literal["he_normal", "he_uniform", "xavier_normal", "xavier_uniform"]
+# --- sections derived from the engine's specs (nnback.spec) ---------------------------
 
 
-class LinearSpec(Section):
-    type: Literal["linear"] = Field(description="Fully connected layer, out = x @ W + b.")
-    units: int | Literal["auto"] = Field(
-        description="Output features; 'auto' = number of classes (or regression targets).",
-    )
-    init: Init = Field("he_normal", description="Weight initialisation; biases start at zero.")
-    bias: bool = Field(True, description="Learn an additive bias b.")
+def _annotation(option: Option):
+    """The type of an option's field, bounds included."""
+    if option.choices:
+        return Literal[option.choices]
+    if option.auto:
+        return int | Literal["auto"]  # bounds checked by _check_auto, for one message
+    value = Annotated[option.type, Field(**option.bounds)] if option.bounds else option.type
+    if option.pair:
+        return value | tuple[value, value]
+    return tuple[(value,) * option.size] if option.size > 1 else value
 
-    @model_validator(mode="after")
-    def _positive_units(self):
-        if self.units != "auto" and self.units < 1:
-            raise ValueError(f"units: must be a positive integer or 'auto' (got {self.units})")
+
+def _drop_nulls(cls, value):
+    """``key: null`` means the default, as leaving the key out (configs saved before
+    adam and adamw had their own defaults hold ``weight_decay: null``)."""
+    if isinstance(value, dict):
+        value = {k: v for k, v in value.items() if not (v is None and k in cls.model_fields)}
+    return value
+
+
+def _check_auto(name: str, option: Option):
+    def check(cls, value):
+        if value != "auto" and option.problem(value) is not None:
+            raise ValueError(f"must be a positive integer or 'auto' (got {value})")
+        return value
+
+    return field_validator(name)(classmethod(check))
+
+
+def _check_rules(spec: Spec):
+    def check(self):
+        for rule in spec.rules:
+            message = rule(dict(self))
+            if message is not None:
+                raise ValueError(message)
         return self
 
-
-class ActivationSpec(Section):
-    type: Literal["relu", "sigmoid", "tanh", "gelu", "softplus"] = Field(
-        description="Element-wise activation without parameters."
-    )
+    return model_validator(mode="after")(check)
 
 
-class LeakyReLUSpec(Section):
-    type: Literal["leaky_relu"] = Field(description="max(x, negative_slope * x).")
-    negative_slope: float = Field(0.01, ge=0, description="Slope for negative inputs.")
+def section_of(spec: Spec, base: type[BaseModel] = None) -> type[BaseModel]:
+    """The config section of one engine class: ``type`` plus its options, checked alike."""
+    fields = {"type": (Literal[spec.name], Field(description=spec.doc))}
+    validators = {"_drop_nulls": model_validator(mode="before")(classmethod(_drop_nulls))}
+    for option in spec.options:
+        fields[option.name] = (_annotation(option), Field(option.default, description=option.doc))
+        if option.auto:
+            validators[f"_check_{option.name}"] = _check_auto(option.name, option)
+    if spec.rules:
+        validators["_check_rules"] = _check_rules(spec)
+    title = "".join(part.title() for part in spec.name.split("_"))
+    return create_model(f"{title}Config", __base__=base or Section, __validators__=validators,
+                        **fields)
 
 
-class DropoutSpec(Section):
-    type: Literal["dropout"] = Field(description="Inverted dropout; identity in evaluation.")
-    p: float = Field(0.5, ge=0, lt=1, description="Probability of zeroing a unit in training.")
+def _union(sections: dict[str, type[BaseModel]]):
+    """The sections as one field, told apart by ``type``."""
+    return Annotated[functools.reduce(operator.or_, sections.values()), Field(discriminator="type")]
 
 
-class BatchNormSpec(Section):
-    type: Literal["batchnorm"] = Field(description="Batch normalisation over the batch axis.")
-    momentum: float = Field(0.1, gt=0, le=1, description="Weight of the new batch in the running statistics.")
-    eps: float = Field(1e-5, gt=0, description="Added to the variance before the square root.")
+class Warmup(Section):
+    warmup_epochs: float = Field(0.0, ge=0, description="Linear warm-up from 0 to lr, in epochs.")
 
 
-class LayerNormSpec(Section):
-    type: Literal["layernorm"] = Field(description="Normalisation over the features of each sample.")
-    eps: float = Field(1e-5, gt=0, description="Added to the variance before the square root.")
+LAYER_SECTIONS = {name: section_of(cls.spec) for name, cls in LAYERS.items()}
+LOSS_SECTIONS = {name: section_of(cls.spec) for name, cls in LOSSES.items()}
+OPTIMIZER_SECTIONS = {name: section_of(cls.spec) for name, cls in OPTIMIZERS.items()}
+SCHEDULE_SECTIONS = {name: section_of(fn.spec, Warmup) for name, fn in SCHEDULES.items()}
+
+LayerConfig = _union(LAYER_SECTIONS)
+LossConfig = _union(LOSS_SECTIONS)
+OptimizerConfig = _union(OPTIMIZER_SECTIONS)
+ScheduleConfig = _union(SCHEDULE_SECTIONS)
+_LAYER_ADAPTER = TypeAdapter(LayerConfig)
 
 
-LayerSpec = Annotated[
-    LinearSpec | ActivationSpec | LeakyReLUSpec | DropoutSpec | BatchNormSpec | LayerNormSpec,
-    Field(discriminator="type"),
-]
-_LAYER_ADAPTER = TypeAdapter(LayerSpec)
+# --- model ---------------------------------------------------------------------------
+
+ACTIVATIONS = tuple(name for name, cls in LAYERS.items() if cls.spec.role == "activation")
+NORMS = tuple(name for name, cls in LAYERS.items() if cls.spec.role == "norm")
+INITS = tuple(INITIALIZERS)
+_UNITS = LAYERS["linear"].spec.option("units").bounds
+_DROPOUT = LAYERS["dropout"].spec.option("p").bounds
 
 
 class MLPSpec(Section):
-    hidden: list[Annotated[int, Field(gt=0)]] = Field(
+    hidden: list[Annotated[int, Field(**_UNITS)]] = Field(
         description="Width of each hidden layer, e.g. [128, 64]."
     )
-    activation: Literal["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "softplus"] = Field(
-        "relu", description="Activation after every hidden layer."
-    )
-    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout after every hidden activation (0 = none).")
-    norm: Literal["none", "batchnorm", "layernorm"] = Field(
+    activation: Literal[ACTIVATIONS] = Field("relu", description="Activation after every hidden layer.")
+    dropout: float = Field(0.0, **_DROPOUT, description="Dropout after every hidden activation (0 = none).")
+    norm: Literal[("none",) + NORMS] = Field(
         "none", description="Normalisation after every hidden linear layer."
     )
-    init: Init = Field("he_normal", description="Weight initialisation of every linear layer.")
+    init: Literal[INITS] = Field("he_normal", description="Weight initialisation of every linear layer.")
 
     def expand(self) -> list:
         """The explicit layer specs this compact form stands for."""
@@ -110,7 +157,7 @@ class MLPSpec(Section):
 
 
 class ModelConfig(Section):
-    layers: list[LayerSpec] | None = Field(
+    layers: list[LayerConfig] | None = Field(
         None, description="The network, first layer first; the input size comes from the data."
     )
     mlp: MLPSpec | None = Field(None, description="Compact form: hidden widths and one activation.")
@@ -138,100 +185,6 @@ class ModelConfig(Section):
     def layer_specs(self) -> list:
         """The layers in order, with the compact ``mlp`` form expanded."""
         return self.layers if self.layers is not None else self.mlp.expand()
-
-
-# --- loss ----------------------------------------------------------------------------
-
-
-class CrossEntropySpec(Section):
-    type: Literal["softmax_cross_entropy"] = Field(description="Softmax + cross-entropy on class labels.")
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Mass spread evenly over all classes.")
-
-
-class PlainLossSpec(Section):
-    type: Literal["mse", "hinge", "bce_with_logits"] = Field(
-        description="mse: regression; hinge: multiclass SVM; bce_with_logits: binary targets."
-    )
-
-
-LossSpec = Annotated[CrossEntropySpec | PlainLossSpec, Field(discriminator="type")]
-
-
-# --- optimizer -----------------------------------------------------------------------
-
-
-class SGDSpec(Section):
-    type: Literal["sgd"] = Field(description="Stochastic gradient descent (torch.optim.SGD).")
-    lr: float = Field(0.01, gt=0, description="Learning rate (peak value when scheduled).")
-    momentum: float = Field(0.0, ge=0, lt=1, description="Momentum factor.")
-    dampening: float = Field(0.0, ge=0, le=1, description="Dampening of the momentum buffer.")
-    nesterov: bool = Field(False, description="Nesterov momentum (needs momentum > 0, dampening 0).")
-    weight_decay: float = Field(0.0, ge=0, description="L2 penalty added to the gradient.")
-
-    @model_validator(mode="after")
-    def _nesterov(self):
-        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
-            raise ValueError("nesterov: needs momentum > 0 and dampening 0")
-        return self
-
-
-class AdamSpec(Section):
-    type: Literal["adam", "adamw"] = Field(description="Adam, or AdamW with decoupled weight decay.")
-    lr: float = Field(1e-3, gt=0, description="Learning rate (peak value when scheduled).")
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
-        (0.9, 0.999), description="Decay rates of the first and second moment estimates."
-    )
-    eps: float = Field(1e-8, gt=0, description="Added to the denominator for stability.")
-    weight_decay: float | None = Field(
-        None, ge=0, description="Weight decay; default 0 for adam, 0.01 for adamw (as torch)."
-    )
-    amsgrad: bool = Field(False, description="Use the maximum of past second moments.")
-
-
-class RMSpropSpec(Section):
-    type: Literal["rmsprop"] = Field(description="RMSprop (torch.optim.RMSprop).")
-    lr: float = Field(1e-2, gt=0, description="Learning rate (peak value when scheduled).")
-    alpha: float = Field(0.99, ge=0, lt=1, description="Smoothing constant of the squared gradient.")
-    eps: float = Field(1e-8, gt=0, description="Added to the denominator for stability.")
-    momentum: float = Field(0.0, ge=0, lt=1, description="Momentum factor.")
-    centered: bool = Field(False, description="Normalise by the estimated variance of the gradient.")
-    weight_decay: float = Field(0.0, ge=0, description="L2 penalty added to the gradient.")
-
-
-OptimizerSpec = Annotated[SGDSpec | AdamSpec | RMSpropSpec, Field(discriminator="type")]
-
-
-# --- schedule ------------------------------------------------------------------------
-
-
-class Warmup(Section):
-    warmup_epochs: float = Field(0.0, ge=0, description="Linear warm-up from 0 to lr, in epochs.")
-
-
-class ConstantSchedule(Warmup):
-    type: Literal["constant"] = Field(description="The optimizer's lr throughout.")
-
-
-class StepSchedule(Warmup):
-    type: Literal["step"] = Field(description="Multiply lr by gamma every step_epochs epochs.")
-    step_epochs: float = Field(10, gt=0, description="Epochs between decays.")
-    gamma: float = Field(0.1, gt=0, le=1, description="Decay factor.")
-
-
-class ExponentialSchedule(Warmup):
-    type: Literal["exponential"] = Field(description="Multiply lr by gamma every epoch, smoothly.")
-    gamma: float = Field(0.95, gt=0, le=1, description="Decay factor per epoch.")
-
-
-class CosineSchedule(Warmup):
-    type: Literal["cosine"] = Field(description="Cosine decay from lr to min_lr over the run.")
-    min_lr: float = Field(0.0, ge=0, description="Learning rate at the last step.")
-
-
-ScheduleSpec = Annotated[
-    ConstantSchedule | StepSchedule | ExponentialSchedule | CosineSchedule,
-    Field(discriminator="type"),
-]
 
 
 # --- training and output -------------------------------------------------------------
@@ -296,6 +249,12 @@ class OutputConfig(Section):
     dir: str = Field("runs", description="Runs go to <dir>/<name>/<timestamp> unless --out is given.")
 
 
+# The experiment name becomes a folder name: no path separators, no "..", no control or
+# shell-special characters, nothing hidden.
+PLAIN_NAME = re.compile(r"\w[\w.+=,@-]*")
+MAX_NAME_CHARS = 100
+
+
 class Experiment(Section):
     """A whole experiment file."""
 
@@ -303,13 +262,25 @@ class Experiment(Section):
     seed: int = Field(0, ge=0, description="Seeds data splits, initialisation, shuffling and dropout.")
     data: DataConfig = Field(description="Where the data comes from and how it is prepared.")
     model: ModelConfig = Field(description="The network.")
-    loss: LossSpec = Field(description="Training objective.")
-    optimizer: OptimizerSpec = Field(description="Update rule and its hyperparameters.")
-    schedule: ScheduleSpec = Field(
-        default_factory=lambda: ConstantSchedule(type="constant"), description="Learning-rate schedule."
+    loss: LossConfig = Field(description="Training objective.")
+    optimizer: OptimizerConfig = Field(description="Update rule and its hyperparameters.")
+    schedule: ScheduleConfig = Field(
+        default_factory=lambda: SCHEDULE_SECTIONS["constant"](type="constant"),
+        description="Learning-rate schedule.",
     )
     train: TrainConfig = Field(default_factory=TrainConfig, description="Length and control of training.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where results are written.")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        """One plain folder name, so a run stays inside output.dir."""
+        if len(value) > MAX_NAME_CHARS or not PLAIN_NAME.fullmatch(value):
+            shown = repr(value[:40]) + ("..." if len(value) > 40 else "")
+            raise ValueError(f"must be one plain folder name: letters, digits and - _ . + = , @, "
+                             f"starting with a letter or digit, at most {MAX_NAME_CHARS} characters "
+                             f"(got {shown})")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -334,7 +305,7 @@ class Experiment(Section):
                 + (" or a data.val file" if hasattr(self.data, "val") else "")
             )
         last = self.model.layer_specs()[-1]
-        if not isinstance(last, LinearSpec):
+        if last.type != "linear":
             raise ValueError(
                 f"model.layers: the last layer must be linear (scores for the loss), got '{last.type}'"
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 from nnback.data.fetch import IDX_FILES
@@ -10,7 +11,8 @@ from nnback.data.idx import read_idx
 from nnback.data.table import Table
 from nnback.errors import DataError
 
-DIGITS_PATH = Path(__file__).resolve().parents[2] / "data" / "digits.npz"
+# Shipped inside the package (package data), so every kind of install has it.
+DIGITS_PATH = Path(str(resources.files("nnback.data").joinpath("shipped", "digits.npz")))
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -19,8 +21,8 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 def load_digits(path: Path = DIGITS_PATH) -> Table:
     """The UCI optical digits test set: X (1797, 64) uint8 in 0..16, y (1797,) uint8 0..9."""
     if not path.is_file():
-        raise DataError(f"digits: {path} not found; it ships in the repository's data/ "
-                        "folder (rebuild it with scripts/make_digits.py)")
+        raise DataError(f"digits: {path} is missing from this installation of nnback; "
+                        "reinstall it (a source checkout rebuilds the file with scripts/make_digits.py)")
     return read_npz(path, "digits", "X", "y")
 
 

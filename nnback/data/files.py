@@ -7,14 +7,15 @@ Files are opened with ``allow_pickle=False``.
 from __future__ import annotations
 
 import csv
-import zipfile
+import io
 from pathlib import Path
 
 import numpy as np
 
 from nnback.data.mapped import MappedNpy
-from nnback.data.table import Table, check_rows, file_error
+from nnback.data.table import Table, check_rows
 from nnback.errors import DataError
+from nnback.untrusted import load_npy, load_npz, open_regular, os_error, shown
 
 
 def read_csv(path: Path, origin: str, target: str | None, features: list[str] | None,
@@ -38,7 +39,7 @@ def read_csv(path: Path, origin: str, target: str | None, features: list[str] | 
     names = features if features is not None else [h for h in header if h != target]
     for name in names + ([target] if target is not None else []):
         if name not in header:
-            raise DataError(f"{origin}: no column '{name}' (columns: {', '.join(header)})")
+            raise DataError(f"{origin}: no column '{name}' (columns: {shown(header)})")
     if not names:
         raise DataError(f"{origin}: no feature columns besides '{target}'")
     lines = np.asarray(lines)
@@ -50,16 +51,22 @@ def read_csv(path: Path, origin: str, target: str | None, features: list[str] | 
 
 
 def _read_rows(path: Path, origin: str) -> tuple[list[str], list[list[str]], list[int]]:
-    """Header, data rows (blank lines skipped) and their line numbers."""
+    """Header, data rows (blank lines skipped) and their line numbers.
+
+    A UTF-8 byte-order mark is dropped. The first row must be a header: one of only
+    numbers is refused (read as a header, it would silently lose a row of data), and
+    so are two columns of the same name.
+    """
     rows, lines = [], []
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open_regular(path, origin) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(f, strict=True)
             try:
                 header = next(reader, None)
                 if header is None:
                     raise DataError(f"{origin}: empty file (expected a header row)")
                 header = [h.strip() for h in header]
+                _check_header(header, origin)
                 for row in reader:
                     if not row:
                         continue
@@ -73,10 +80,38 @@ def _read_rows(path: Path, origin: str) -> tuple[list[str], list[list[str]], lis
     except UnicodeDecodeError:
         raise DataError(f"{origin}: not a UTF-8 text file") from None
     except OSError as exc:
-        raise file_error(origin, exc) from None
+        raise os_error(origin, exc) from None
     if not rows:
         raise DataError(f"{origin}: no data rows after the header")
     return header, rows, lines
+
+
+def _check_header(header: list[str], origin: str) -> None:
+    """Refuse a first row that is data rather than column names, names holding control
+    characters (a quoted newline), and repeated names."""
+    if all(_is_number(name) for name in header):
+        raise DataError(f"{origin}: row 1 holds only numbers, but the first row must be a header "
+                        f"naming the columns (e.g. {','.join(f'x{j}' for j in range(min(len(header), 3)))}"
+                        f"{',...' if len(header) > 3 else ''}); add one")
+    odd = [name for name in header if not name.isprintable()]
+    if odd:
+        raise DataError(f"{origin}: row 1: column name {odd[0]!r} holds a control character")
+    seen, repeated = set(), []
+    for name in header:
+        if name in seen and name not in repeated:
+            repeated.append(name)
+        seen.add(name)
+    if repeated:
+        raise DataError(f"{origin}: the header names column{'s' if len(repeated) > 1 else ''} "
+                        f"{', '.join(repr(n) for n in repeated)} more than once")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _count(n: int, noun: str) -> str:
@@ -126,47 +161,32 @@ def read_npz(path: Path, origin: str, x_key: str, y_key: str | None) -> Table:
 
     y_key None reads features only (prediction inputs).
     """
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            keys = [x_key] + ([y_key] if y_key is not None else [])
-            for key in keys:
-                if key not in archive.files:
-                    raise DataError(f"{origin}: no array '{key}' "
-                                    f"(arrays: {', '.join(archive.files) or 'none'})")
-            X = archive[x_key]
-            y = archive[y_key] if y_key is not None else None
-    except DataError:
-        raise
-    except OSError as exc:
-        raise file_error(origin, exc) from None
-    except (ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
-        raise DataError(f"{origin}: not a readable .npz file ({exc})") from None
-    return arrays_table(X, y, origin, origin, x_key, y_key or "")
+    arrays = load_npz(path, origin, [x_key] + ([y_key] if y_key is not None else []))
+    return arrays_table(arrays[x_key], arrays.get(y_key), origin, origin, x_key, y_key or "")
 
 
 def read_npy(path: Path, origin: str, mmap: bool = False):
     """One .npy array: an ndarray, or a MappedNpy of rows (N, D) if mmap."""
-    if mmap:
-        return MappedNpy(path, origin)
-    try:
-        return np.load(path, allow_pickle=False)
-    except OSError as exc:
-        raise file_error(origin, exc) from None
-    except (ValueError, EOFError) as exc:
-        raise DataError(f"{origin}: not a readable .npy file ({exc})") from None
+    return MappedNpy(path, origin) if mmap else load_npy(path, origin)
 
 
 def arrays_table(X, y: np.ndarray | None, x_origin: str, y_origin: str,
                  x_name: str = "X", y_name: str = "y") -> Table:
-    """Check shapes and dtypes of a feature array and its labels; flatten samples."""
+    """Check shapes and dtypes of a feature array and its labels; flatten samples,
+    noting the image shape of (N, H, W) and (N, C, H, W) arrays."""
     if X.ndim == 0:
         raise DataError(f"{x_origin}: {x_name} is a scalar, expected rows")
     if X.dtype.kind not in "biuf":
         raise DataError(f"{x_origin}: {x_name} holds {X.dtype} values; features must be numbers")
-    if isinstance(X, np.ndarray) and X.ndim != 2:
-        X = X.reshape(len(X), -1)
+    if y is not None and y.ndim == 0:
+        raise DataError(f"{y_origin}: {y_name} is a scalar, expected one label per row")
     if y is not None:
         check_rows(x_origin, x_name, len(X), y_origin, y_name, len(y))
     elif len(X) == 0:
         raise DataError(f"{x_origin}: {x_name} has no rows")
-    return Table(X, y, x_origin, y_origin, x_name, y_name)
+    sample_shape = {3: (1, *X.shape[1:]), 4: X.shape[1:]}.get(X.ndim)
+    if isinstance(X, np.ndarray) and X.ndim != 2:
+        X = X.reshape(len(X), -1)
+    if X.shape[1] == 0:
+        raise DataError(f"{x_origin}: {x_name} has no features (each row is empty)")
+    return Table(X, y, x_origin, y_origin, x_name, y_name, sample_shape=sample_shape)

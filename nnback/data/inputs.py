@@ -44,7 +44,14 @@ def read_inputs(path: Path, meta: DataMeta, preprocessor: Preprocessor) -> np.nd
         X = read_npy(path, origin) if suffix == ".npy" else read_idx(path, origin)
         table = arrays_table(X, None, origin, origin)
     _check_features(table, meta)
-    return preprocessor.transform(table.X)
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below, with the place
+        X = preprocessor.transform(table.X)
+    bad = np.argwhere(~np.isfinite(X))
+    if bad.size:
+        i, j = (int(v) for v in bad[0])
+        raise DataError(f"{table.where_x(i, j)}: value {float(table.X[i, j]):g} leaves the float32 "
+                        "range after the saved preprocessing")
+    return X
 
 
 def read_labelled(cfg: FileData, base_dir: Path, meta: DataMeta, preprocessor: Preprocessor) -> Split:

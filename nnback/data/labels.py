@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnback.data.table import Table, describe
+from nnback.data.table import Table, describe, usable
 from nnback.errors import DataError
 
 
@@ -67,13 +67,13 @@ def regression_targets(table: Table) -> np.ndarray:
     if y.dtype.kind not in "biuf":
         raise DataError(f"{table.y_origin}: {table.y_name} holds {y.dtype} values; "
                         "regression needs numbers")
-    y = y.reshape(len(y), -1).astype(np.float32)
-    bad = np.argwhere(~np.isfinite(y))
+    y = y.reshape(len(y), -1)
+    bad = np.argwhere(~usable(y))
     if bad.size:
         i, j = (int(v) for v in bad[0])
         where = table.where_y(i) + (f" (target {j})" if y.shape[1] > 1 else "")
         raise DataError(f"{where}: value is {describe(y[i, j])}")
-    return y
+    return y.astype(np.float32)
 
 
 def labels_from_indices(indices: np.ndarray, classes: list) -> np.ndarray:

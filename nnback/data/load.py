@@ -36,6 +36,7 @@ from nnback.data.preprocess import Preprocessor
 from nnback.data.split import split_rows
 from nnback.data.table import Table
 from nnback.errors import DataError
+from nnback.untrusted import is_int
 
 PART_NAMES = ("train", "val", "test")
 
@@ -113,6 +114,8 @@ class DataMeta:
         n_outputs: number of classes, or of regression targets.
         feature_names: CSV feature columns (prediction CSVs are read by these names).
         x_key: npz array holding the features.
+        shape: [C, H, W] of the images each row holds (from ``data.shape`` or the
+            files), or None for plain feature rows.
     """
 
     task: str
@@ -121,16 +124,54 @@ class DataMeta:
     n_outputs: int
     feature_names: list[str] | None = None
     x_key: str = "X"
+    shape: list[int] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> DataMeta:
+        """Rebuild a saved description, checking every field (the file may be hand-edited).
+
+        Raises:
+            DataError: a missing, unknown or ill-typed field, or counts that disagree.
+        """
         try:
-            return cls(**data)
+            meta = cls(**data)
         except TypeError as exc:
             raise DataError(f"saved data description is invalid ({exc})") from None
+        problem = meta._problem()
+        if problem:
+            raise DataError(f"saved data description is invalid: {problem}")
+        return meta
+
+    def _problem(self) -> str | None:
+        """What is wrong with the fields, or None."""
+        if self.task not in ("classification", "regression"):
+            return f"task {self.task!r}"
+        if not (_is_count(self.n_features) and _is_count(self.n_outputs)):
+            return f"n_features {self.n_features!r}, n_outputs {self.n_outputs!r}"
+        if self.task == "classification" and not (
+                _is_list_of(self.classes, (str, int)) and len(self.classes) == self.n_outputs
+                and len(set(self.classes)) == len(self.classes)):
+            return f"classes {str(self.classes)[:80]} for {self.n_outputs} outputs"
+        if self.task == "regression" and self.classes is not None:
+            return "classes given for regression"
+        if self.feature_names is not None and not (_is_list_of(self.feature_names, str)
+                                                   and len(self.feature_names) == self.n_features):
+            return f"feature_names {str(self.feature_names)[:80]} for {self.n_features} features"
+        if not isinstance(self.x_key, str):
+            return f"x_key {self.x_key!r}"
+        return None
+
+
+def _is_count(value) -> bool:
+    return is_int(value) and value > 0
+
+
+def _is_list_of(value, kinds: tuple) -> bool:
+    """A list of values of ``kinds`` (bools excluded)."""
+    return isinstance(value, list) and all(isinstance(v, kinds) and not isinstance(v, bool) for v in value)
 
 
 @dataclass
@@ -164,6 +205,10 @@ class DataBundle:
     @property
     def n_outputs(self) -> int:
         return self.meta.n_outputs
+
+    @property
+    def shape(self) -> list[int] | None:
+        return self.meta.shape
 
 
 def load_data(cfg: DataConfig, seed: int, base_dir: Path) -> DataBundle:
@@ -199,22 +244,41 @@ def load_data(cfg: DataConfig, seed: int, base_dir: Path) -> DataBundle:
             if carve[name] > 0:
                 rows[name], tables[name], targets[name] = split[name], train, targets["train"]
 
-    prep = Preprocessor(cfg.preprocess.type, cfg.preprocess.factor).fit(train.X, rows["train"])
+    shape = image_shape(cfg, train)
+    if cfg.preprocess.per_channel and shape is None:
+        raise DataError("data.preprocess.per_channel: needs images: give data.shape: [C, H, W]")
+    channels = shape[0] if cfg.preprocess.per_channel else None
+    prep = Preprocessor(cfg.preprocess.type, cfg.preprocess.factor, channels).fit(train.X, rows["train"])
     splits = {name: make_split(tables[name], targets[name], rows[name], prep)
               if tables[name] is not None else None for name in PART_NAMES}
     if isinstance(cfg, MnistData) and cfg.source == "fashion-mnist":
         classes = [FASHION_CLASSES[c] for c in classes]
     n_outputs = len(classes) if classes is not None else targets["train"].shape[1]
     meta = DataMeta(task, classes, train.n_features, n_outputs, train.feature_names,
-                    getattr(cfg, "x_key", "X"))
+                    getattr(cfg, "x_key", "X"), shape)
     return DataBundle(splits["train"], splits["val"], splits["test"], meta, prep)
+
+
+def image_shape(cfg, train: Table) -> list[int] | None:
+    """[C, H, W] of the training rows: ``data.shape``, else the shape the files carry.
+
+    Raises:
+        DataError: ``data.shape`` does not hold as many values as a row has features.
+    """
+    if cfg.shape is None:
+        return None if train.sample_shape is None else list(train.sample_shape)
+    size = cfg.shape[0] * cfg.shape[1] * cfg.shape[2]
+    if size != train.n_features:
+        raise DataError(f"data.shape: {list(cfg.shape)} is {size} values per row, but the data "
+                        f"has {train.n_features} features per row")
+    return list(cfg.shape)
 
 
 def _read_tables(cfg, seed: int, base_dir: Path) -> dict[str, Table | None]:
     """The tables of the config, keyed train/val/test (val, test may be None)."""
     tables = dict.fromkeys(PART_NAMES)
     if _generator(cfg) is not None:
-        params = cfg.model_dump(exclude={"source", "split", "preprocess", "seed"})
+        params = cfg.model_dump(exclude={"source", "split", "preprocess", "seed", "shape"})
         X, y = GENERATORS[cfg.source](**params, rng=np.random.default_rng([seed, 0]))
         tables["train"] = arrays_table(X, y, cfg.source, cfg.source)
     elif isinstance(cfg, DigitsData):

@@ -12,20 +12,17 @@ stays independent of the file size. scripts/bench_memmap.py measures it.
 
 from __future__ import annotations
 
+import math
 import mmap
 from pathlib import Path
 
 import numpy as np
 
-from nnback.data.table import file_error
 from nnback.errors import DataError
+from nnback.untrusted import file_size, open_regular, read_npy_header
 
 RESIDENT_BYTES = 1 << 25
 FOLIO_BYTES = 1 << 21
-_HEADER_READERS = {
-    (1, 0): np.lib.format.read_array_header_1_0,
-    (2, 0): np.lib.format.read_array_header_2_0,
-}
 
 
 class MappedNpy:
@@ -44,43 +41,27 @@ class MappedNpy:
 
     def __init__(self, path: Path, origin: str):
         self.origin = origin
-        try:
-            with open(path, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                if version not in _HEADER_READERS:
-                    raise ValueError(f"unsupported .npy format version {version}")
-                shape, fortran, dtype = _HEADER_READERS[version](f)
-                offset = f.tell()
+        with open_regular(path, origin) as f:
+            size = file_size(f)
+            shape, fortran, dtype, offset = read_npy_header(f, origin, size)
+            rows = self._rows(shape, fortran)
+            try:
                 self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except ValueError as exc:
-            raise DataError(f"{origin}: not a readable .npy file ({exc})") from None
-        except OSError as exc:
-            raise file_error(origin, exc) from None
-        try:
-            rows = self._rows(shape, fortran, dtype, offset)
-        except DataError:
-            self._mm.close()
-            raise
+            except (OSError, ValueError) as exc:
+                raise DataError(f"{origin}: cannot map ({exc})") from None
         self._array = np.ndarray(rows, dtype=dtype, buffer=self._mm, offset=offset)
         self.shape = rows
         self.dtype = dtype
         self._group = max(1, RESIDENT_BYTES // (rows[1] * dtype.itemsize + FOLIO_BYTES))
 
-    def _rows(self, shape, fortran, dtype, offset) -> tuple[int, int]:
+    def _rows(self, shape, fortran) -> tuple[int, int]:
         """(N, D) of a stored array the map can serve; DataError if it cannot."""
-        origin = self.origin
         if fortran and len(shape) > 1:
-            raise DataError(f"{origin}: memory mapping needs a C-order array (this one is Fortran-order)")
-        if dtype.hasobject:
-            raise DataError(f"{origin}: object arrays are not supported")
+            raise DataError(f"{self.origin}: memory mapping needs a C-order array "
+                            "(this one is Fortran-order)")
         if len(shape) == 0:
-            raise DataError(f"{origin}: holds a scalar, expected rows")
-        rows = (shape[0], int(np.prod(shape[1:], dtype=np.int64)))
-        needed = offset + rows[0] * rows[1] * dtype.itemsize
-        if len(self._mm) < needed:
-            raise DataError(f"{origin}: truncated: the header promises {needed} bytes, "
-                            f"the file has {len(self._mm)}")
-        return rows
+            raise DataError(f"{self.origin}: holds a scalar, expected rows")
+        return shape[0], math.prod(shape[1:])
 
     def __len__(self) -> int:
         return self.shape[0]

@@ -16,6 +16,8 @@ import numpy as np
 from nnback.errors import DataError
 
 CHUNK_BYTES = 1 << 22
+# A numpy float64, so comparing float16 values with it promotes them instead of overflowing.
+FLOAT32_MAX = np.float64(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -32,6 +34,8 @@ class Table:
         y_name: name of the label array or CSV target column.
         lines: (N,) CSV line number of each row (header is line 1); None for arrays.
         feature_names: CSV feature columns, in order; None for arrays.
+        sample_shape: (C, H, W) of the images an array held before its rows were
+            flattened ((1, H, W) for greyscale (N, H, W) arrays); None otherwise.
     """
 
     X: object
@@ -42,6 +46,7 @@ class Table:
     y_name: str = "y"
     lines: np.ndarray | None = None
     feature_names: list[str] | None = None
+    sample_shape: tuple | None = None
 
     def __len__(self) -> int:
         return len(self.X)
@@ -63,21 +68,31 @@ class Table:
         return f"{self.y_origin}: {self.y_name}[{i}]"
 
     def check_finite(self) -> None:
-        """Raise DataError naming the first NaN or inf in X; reads X in bounded chunks."""
+        """Raise DataError naming the first NaN, inf or value beyond the float32 range
+        (which would become inf in training) in X; reads X in bounded chunks."""
         if self.X.dtype.kind not in "fc":
             return
         for part in chunk_slices(len(self.X), self.n_features * self.X.dtype.itemsize):
             block = self.X[part]
-            bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
+            bad = np.flatnonzero(~usable(block).all(axis=1))
             if bad.size:
                 i = int(bad[0])
-                j = int(np.flatnonzero(~np.isfinite(block[i]))[0])
+                j = int(np.flatnonzero(~usable(block[i]))[0])
                 raise DataError(f"{self.where_x(part.start + i, j)}: value is {describe(block[i, j])}")
 
 
+def usable(values: np.ndarray) -> np.ndarray:
+    """Mask of the values that are finite and within the float32 range."""
+    return np.abs(values) <= FLOAT32_MAX
+
+
 def describe(value) -> str:
-    """'NaN', 'inf' or '-inf' for a non-finite number."""
-    return "NaN" if np.isnan(value) else ("inf" if value > 0 else "-inf")
+    """'NaN', 'inf', '-inf', or a finite value beyond the float32 range, in words."""
+    if np.isnan(value):
+        return "NaN"
+    if np.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{float(value):g}, beyond the float32 range (±{FLOAT32_MAX:.4g})"
 
 
 def check_rows(origin: str, name: str, n: int, y_origin: str, y_name: str, n_y: int) -> None:
@@ -86,13 +101,6 @@ def check_rows(origin: str, name: str, n: int, y_origin: str, y_name: str, n_y: 
         raise DataError(f"{origin}: {name} has no rows")
     if n != n_y:
         raise DataError(f"{origin}: {name} has {n} rows but {y_origin}: {y_name} has {n_y}")
-
-
-def file_error(origin: str, exc: OSError) -> DataError:
-    """The DataError for a file that cannot be opened or read."""
-    if isinstance(exc, FileNotFoundError):
-        return DataError(f"{origin}: file not found")
-    return DataError(f"{origin}: cannot read ({exc.strerror or exc})")
 
 
 def chunk_slices(n_rows: int, row_nbytes: int) -> list[slice]:

@@ -1,6 +1,7 @@
 """Element-wise nonlinearities. None has parameters; all keep the input's shape and dtype.
 
-Shape (every layer here): x: (N, D); out: (N, D); dout: (N, D); dx: (N, D).
+Shape (every layer here): x of any shape, (N, D) or images (N, C, H, W); out, dout and
+dx have x's shape.
 """
 
 import math
@@ -8,6 +9,7 @@ import math
 import numpy as np
 
 from nnback.layers.base import Layer
+from nnback.spec import Formulas, LayerSpec, Option
 
 
 def sigmoid(x):
@@ -27,6 +29,15 @@ class ReLU(Layer):
     Attributes:
         params, grads, buffers: empty.
     """
+
+    spec = LayerSpec(
+        name="relu", doc="max(x, 0).", role="activation", can_die=True,
+        formulas=Formulas(
+            forward=["out = max(x, 0)"],
+            passes=["dx = dout * (out > 0)   (a max gate: the gradient flows only where x > 0)"],
+            caches=[("out", "(N, {i})")],
+        ),
+    )
 
     def forward(self, x, training=True):
         out = np.maximum(x, 0)
@@ -55,8 +66,19 @@ class LeakyReLU(Layer):
         params, grads, buffers: empty.
     """
 
+    spec = LayerSpec(
+        name="leaky_relu", doc="max(x, negative_slope * x).", role="activation",
+        options=(Option("negative_slope", float, 0.01, "Slope for negative inputs.", ge=0),),
+        formulas=Formulas(
+            forward=["out = x where x > 0, else {layer.negative_slope} * x"],
+            passes=["dx = dout where x > 0, else {layer.negative_slope} * dout"],
+            caches=[("mask x > 0", "(N, {i}) bool")],
+        ),
+    )
+
     def __init__(self, negative_slope=0.01):
         super().__init__()
+        self.spec.check(negative_slope=negative_slope)
         self.negative_slope = negative_slope
 
     def forward(self, x, training=True):
@@ -78,6 +100,16 @@ class Sigmoid(Layer):
         params, grads, buffers: empty.
     """
 
+    spec = LayerSpec(
+        name="sigmoid", doc="Logistic function 1 / (1 + exp(-x)).", role="activation",
+        saturated_outside=(0.01, 0.99),
+        formulas=Formulas(
+            forward=["out = 1 / (1 + exp(-x))"],
+            passes=["dx = dout * out * (1 - out)   (the local gradient is at most 0.25)"],
+            caches=[("out", "(N, {i})")],
+        ),
+    )
+
     def forward(self, x, training=True):
         out = sigmoid(x)
         self._cache = out
@@ -97,6 +129,15 @@ class Tanh(Layer):
     Attributes:
         params, grads, buffers: empty.
     """
+
+    spec = LayerSpec(
+        name="tanh", doc="Hyperbolic tangent.", role="activation", saturated_outside=(-0.99, 0.99),
+        formulas=Formulas(
+            forward=["out = tanh(x)"],
+            passes=["dx = dout * (1 - out**2)"],
+            caches=[("out", "(N, {i})")],
+        ),
+    )
 
     def forward(self, x, training=True):
         out = np.tanh(x)
@@ -126,6 +167,16 @@ class GELU(Layer):
         params, grads, buffers: empty.
     """
 
+    spec = LayerSpec(
+        name="gelu", doc="Gaussian error linear unit, tanh form.", role="activation",
+        formulas=Formulas(
+            forward=["t = tanh(sqrt(2/pi) * (x + 0.044715 * x**3))", "out = 0.5 * x * (1 + t)"],
+            passes=["dt/dx = sqrt(2/pi) * (1 + 3 * 0.044715 * x**2) * (1 - t**2)",
+                    "dx = dout * (0.5 * (1 + t) + 0.5 * x * dt/dx)"],
+            caches=[("x", "(N, {i})"), ("t", "(N, {i})")],
+        ),
+    )
+
     def forward(self, x, training=True):
         t = np.tanh(_GELU_K * (x + _GELU_C * x * x * x))
         self._cache = (x, t)
@@ -144,15 +195,30 @@ class Softplus(Layer):
     linear region.
 
     Args:
-        beta: sharpness.
-        threshold: above this value of ``beta * x`` the output is ``x``.
+        beta: sharpness (> 0).
+        threshold: (> 0) above this value of ``beta * x`` the output is ``x``.
 
     Attributes:
         params, grads, buffers: empty.
     """
 
+    spec = LayerSpec(
+        name="softplus", doc="log(1 + exp(beta * x)) / beta, linear above a threshold.",
+        role="activation",
+        options=(Option("beta", float, 1.0, "Sharpness.", gt=0),
+                 Option("threshold", float, 20.0, "Above this value of beta * x the output is x.",
+                        gt=0)),
+        formulas=Formulas(
+            forward=["out = log(1 + exp({layer.beta} * x)) / {layer.beta}   "
+                     "(out = x where {layer.beta} * x > {layer.threshold})"],
+            passes=["dx = dout * sigmoid({layer.beta} * x)   (dx = dout where linear)"],
+            caches=[("beta * x", "(N, {i})"), ("mask of the linear region", "(N, {i}) bool")],
+        ),
+    )
+
     def __init__(self, beta=1.0, threshold=20.0):
         super().__init__()
+        self.spec.check(beta=beta, threshold=threshold)
         self.beta = beta
         self.threshold = threshold
 

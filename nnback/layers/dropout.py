@@ -3,6 +3,7 @@
 import numpy as np
 
 from nnback.layers.base import Layer
+from nnback.spec import Formulas, LayerSpec, Option
 
 
 class Dropout(Layer):
@@ -15,7 +16,7 @@ class Dropout(Layer):
         rng: np.random.Generator the masks are drawn from; a fresh unseeded one if None.
 
     Shape:
-        x: (N, D); out: (N, D); dout: (N, D); dx: (N, D).
+        x: any shape, (N, D) or (N, C, H, W); out, dout, dx: x's shape.
 
     Attributes:
         rng: the mask generator. Restoring its state before a forward pass replays the
@@ -23,10 +24,20 @@ class Dropout(Layer):
         params, grads, buffers: empty.
     """
 
+    spec = LayerSpec(
+        name="dropout", doc="Inverted dropout; identity in evaluation.",
+        options=(Option("p", float, 0.5, "Probability of zeroing a unit in training.", ge=0, lt=1),),
+        formulas=Formulas(
+            forward=["training: mask = (uniform(0, 1) >= {layer.p}) / (1 - {layer.p});  out = x * mask",
+                     "evaluation: out = x"],
+            passes=["dx = dout * mask   (evaluation: dx = dout)"],
+            caches=[("mask, training only", "(N, {i})")],
+        ),
+    )
+
     def __init__(self, p=0.5, rng=None):
         super().__init__()
-        if not 0 <= p < 1:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.spec.check(p=p)
         self.p = p
         self.rng = np.random.default_rng() if rng is None else rng
 

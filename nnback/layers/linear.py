@@ -3,7 +3,8 @@
 import numpy as np
 
 from nnback.init import INITIALIZERS
-from nnback.layers.base import Layer
+from nnback.layers.base import Layer, flat_features
+from nnback.spec import REQUIRED, Formulas, LayerSpec, Option
 
 
 class Linear(Layer):
@@ -12,8 +13,7 @@ class Linear(Layer):
     Args:
         in_features: D_in, size of each input sample.
         out_features: D_out, size of each output sample.
-        init: weight initialiser, one of ``"he_normal"``, ``"he_uniform"``,
-            ``"xavier_normal"``, ``"xavier_uniform"``.
+        init: weight initialiser, a name in ``nnback.init.INITIALIZERS`` (``"he_normal"``).
         bias: whether to add the learned bias ``b``.
         dtype: dtype of the parameters (np.float32 or np.float64).
         rng: np.random.Generator the weights are drawn from; a fresh unseeded one if None.
@@ -31,11 +31,27 @@ class Linear(Layer):
         (32, 128)
     """
 
+    spec = LayerSpec(
+        name="linear", doc="Fully connected layer, out = x @ W + b.", role="linear",
+        options=(
+            Option("units", int, REQUIRED, "Output features; 'auto' = number of classes (or "
+                   "regression targets).", gt=0, arg="out_features", auto=True),
+            Option("init", str, "he_normal", "Weight initialisation; biases start at zero.",
+                   choices=tuple(INITIALIZERS)),
+            Option("bias", bool, True, "Learn an additive bias b."),
+        ),
+        formulas=Formulas(
+            forward=["out = x @ W{bias}"],
+            passes=["dx = dout @ W.T"],
+            keeps=[("W", "dW = x.T @ dout"), ("b", "db = sum over N of dout")],
+            caches=[("x", "(N, {i})")],
+        ),
+    )
+
     def __init__(self, in_features, out_features, init="he_normal", bias=True,
                  dtype=np.float32, rng=None):
         super().__init__()
-        if init not in INITIALIZERS:
-            raise ValueError(f"unknown init {init!r}; choose one of {sorted(INITIALIZERS)}")
+        self.spec.check(out_features=out_features, init=init)
         self.in_features = in_features
         self.out_features = out_features
         self.init = init
@@ -78,6 +94,9 @@ class Linear(Layer):
         if len(self._ones_cache) != n:
             self._ones_cache = np.ones(n, self.dtype)
         return self._ones_cache
+
+    def output_shape(self, in_shape):
+        return (self.output_features(flat_features(self, in_shape)),)
 
     def output_features(self, in_features):
         if in_features != self.in_features:

@@ -2,9 +2,11 @@
 
 A checkpoint is one uncompressed ``.npz`` holding the caller's arrays (keys such as
 ``"model/0.W"``, ``"model/3.running_mean"``, ``"optim/0.W/exp_avg"``, ``"prep/shift"``)
-plus ``"meta"``: a 0-d unicode array with the JSON text of the caller's metadata and the
-SHA-256 ``"checksum"`` of every other array, so it loads with ``allow_pickle=False`` and a
-damaged file is detected instead of resumed from.
+plus ``"meta"``: a 0-d unicode array with the JSON text of the caller's metadata, the
+file's ``"format_version"`` and the SHA-256 ``"checksum"`` of every other array, so it
+loads with ``allow_pickle=False`` and a damaged file is detected instead of resumed from.
+A file without ``"format_version"`` (written before it was recorded) is version 1; one
+of a newer version than ``FORMAT_VERSION`` is refused, never guessed at.
 
 Folder layout managed by ``CheckpointStore``::
 
@@ -38,9 +40,14 @@ from nnback.runfolder.atomic import (
     io_error,
     remove_file,
 )
+from nnback.untrusted import load_npz
 
 META_KEY = "meta"
 CHECKSUM_KEY = "checksum"
+VERSION_KEY = "format_version"
+# The layout of the arrays and meta that this code writes; raise it when that changes
+# in a way older code would misread.
+FORMAT_VERSION = 1
 
 _STEP_FILE = re.compile(r"step-(\d{9,})\.npz")
 # os.link fails with these where the file system has no hard links: copy instead.
@@ -72,40 +79,27 @@ def save_checkpoint(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
 
     Args:
         arrays: name -> array; the name ``"meta"`` is reserved.
-        meta: JSON-able metadata (epoch, step, random state, config, ...); the key
-            ``"checksum"`` is reserved.
+        meta: JSON-able metadata (epoch, step, random state, config, ...); the keys
+            ``"format_version"`` and ``"checksum"`` are reserved.
     """
     if META_KEY in arrays:
         raise ValueError(f"array name {META_KEY!r} is reserved for the checkpoint metadata")
-    if CHECKSUM_KEY in meta:
-        raise ValueError(f"meta key {CHECKSUM_KEY!r} is reserved for the checkpoint checksum")
-    text = json.dumps({**meta, CHECKSUM_KEY: checksum(arrays)})
+    for key in (VERSION_KEY, CHECKSUM_KEY):
+        if key in meta:
+            raise ValueError(f"meta key {key!r} is reserved for the checkpoint file")
+    text = json.dumps({**meta, VERSION_KEY: FORMAT_VERSION, CHECKSUM_KEY: checksum(arrays)})
     atomic_save_npz(path, {**arrays, META_KEY: np.array(text)})
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Every array of the ``.npz`` at ``path``, read fully; ``_Unreadable`` if damaged."""
+    if not os.path.lexists(path):
+        raise _Unreadable("no such checkpoint")
+    origin = os.fspath(path)
     try:
-        npz = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise _Unreadable("no such checkpoint") from None
-    except OSError as exc:
-        raise _Unreadable(f"cannot read: {exc.strerror or exc}") from exc
-    except Exception as exc:  # a damaged file fails inside numpy in many ways
-        raise _Unreadable(f"truncated or not an .npz file ({_one_line(exc)})") from exc
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise _Unreadable("not an .npz file")
-    with npz:
-        try:
-            return {name: npz[name] for name in npz.files}
-        except Exception as exc:  # zipfile and numpy report damaged members in many ways
-            if "CRC" in str(exc):
-                raise _Unreadable("checksum mismatch (file corrupted)") from exc
-            raise _Unreadable(f"corrupted ({_one_line(exc)})") from exc
+        return load_npz(path, origin, error=CheckpointError)
+    except CheckpointError as exc:
+        raise _Unreadable(str(exc).removeprefix(f"{origin}: ")) from None
 
 
 def _load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -116,13 +110,26 @@ def _load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any
         raise _Unreadable(f"no {META_KEY!r} entry (not an nnback checkpoint)")
     try:
         meta = json.loads(text.item()) if text.ndim == 0 and text.dtype.kind == "U" else None
-    except ValueError:
+    except (ValueError, RecursionError):
         meta = None
-    if not isinstance(meta, dict) or not isinstance(meta.get(CHECKSUM_KEY), str):
+    if not isinstance(meta, dict):
+        raise _Unreadable(f"invalid {META_KEY!r} entry (file corrupted)")
+    _check_version(path, meta.pop(VERSION_KEY, 1))
+    if not isinstance(meta.get(CHECKSUM_KEY), str):
         raise _Unreadable(f"invalid {META_KEY!r} entry (file corrupted)")
     if checksum(arrays) != meta.pop(CHECKSUM_KEY):
         raise _Unreadable("checksum mismatch (file corrupted)")
     return arrays, meta
+
+
+def _check_version(path: str | os.PathLike, version) -> None:
+    """A newer format is refused at once (``CheckpointError``): an older checkpoint beside
+    it is no fallback, since resuming from that would drop the newer run's progress."""
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise _Unreadable(f"invalid {VERSION_KEY!r} {version!r} (file corrupted)")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{os.fspath(path)}: written by a newer nnback (format version {version}; "
+                              f"this version reads up to {FORMAT_VERSION}): upgrade nnback to use it")
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -130,12 +137,12 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
 
     Returns:
         ``(arrays, meta)`` exactly as given to ``save_checkpoint`` (``meta`` without the
-        checksum).
+        format version and the checksum).
 
     Raises:
         CheckpointError: ``"<path>: <reason>"`` for a missing, unreadable, truncated or
             corrupted file, e.g. ``"checkpoints/last.npz: checksum mismatch (file
-            corrupted)"``.
+            corrupted)"``, or one of a newer format version.
     """
     try:
         return _load(path)
@@ -255,7 +262,8 @@ class CheckpointStore:
             ``None`` when there is no checkpoint at all.
 
         Raises:
-            CheckpointError: checkpoints exist but none is readable.
+            CheckpointError: checkpoints exist but none is readable, or one of a newer
+                format version is met.
         """
         candidates = [self.last_path, *self.step_paths()]
         skipped: list[tuple[Path, str]] = []

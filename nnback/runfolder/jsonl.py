@@ -7,6 +7,7 @@ so a killed writer leaves at most its last line incomplete; readers skip such a 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -18,8 +19,11 @@ import numpy as np
 
 from nnback.errors import NnbackError
 from nnback.runfolder.atomic import atomic_write_bytes, io_error
+from nnback.untrusted import open_regular, read_limited
 
 logger = logging.getLogger(__name__)
+
+MAX_JSON_BYTES = 1 << 20  # a summary.json is a few kilobytes
 
 _CHUNK = 65536
 
@@ -105,14 +109,17 @@ def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
     """The JSON object in ``path``; None if the file is missing or holds no object.
 
     Raises:
-        NnbackError: ``"<path>: cannot read: <reason>"`` for an unreadable or invalid file.
+        NnbackError: ``"<path>: cannot read: <reason>"`` for an unreadable or invalid file
+            (nested too deep for the parser too), one that is not a regular file or
+            larger than MAX_JSON_BYTES.
     """
-    try:
-        value = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return None
-    except (OSError, ValueError) as exc:
-        raise NnbackError(f"{path}: cannot read: {exc}") from None
+    data = read_limited(path, os.fspath(path), MAX_JSON_BYTES, "a JSON file", NnbackError)
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise NnbackError(f"{path}: cannot read: {type(exc).__name__}: {exc}"[:300]) from None
     return value if isinstance(value, dict) else None
 
 
@@ -120,15 +127,20 @@ def read_jsonl(path: str | os.PathLike, missing_ok: bool = False) -> list[dict[s
     """The JSON objects of ``path``, one per line, in order.
 
     An invalid last line (a writer killed mid-line) is skipped silently; an invalid line
-    elsewhere is skipped with a logged warning ``"<path>:<line>: invalid JSON line
-    skipped"``. Blank lines are ignored. With ``missing_ok``, a missing file reads as [].
+    elsewhere (nested too deep for the parser too) is skipped with a logged warning
+    ``"<path>:<line>: invalid JSON line skipped"``. Blank lines are ignored. With
+    ``missing_ok``, a missing file reads as [].
+
+    Raises:
+        FileNotFoundError: the file is missing (without ``missing_ok``).
+        NnbackError: it is not a regular file (a FIFO, a device) or cannot be read.
     """
-    try:
-        lines = Path(path).read_bytes().split(b"\n")
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         if missing_ok:
             return []
-        raise
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), os.fspath(path))
+    with open_regular(path, os.fspath(path), NnbackError) as f:
+        lines = f.read().split(b"\n")
     last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     records = []
     for i, line in enumerate(lines):
@@ -136,7 +148,7 @@ def read_jsonl(path: str | os.PathLike, missing_ok: bool = False) -> list[dict[s
             continue
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             record = None
         if isinstance(record, dict):
             records.append(record)

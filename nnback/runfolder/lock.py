@@ -38,6 +38,7 @@ class RunLock:
 
     Args:
         folder: the run folder (created if missing).
+        command: what writes there, for the message (``"nnback sweep"``).
 
     Raises (on enter):
         LockedError: ``"runs/x: locked by pid 1234 on host h since 2026-...; another
@@ -45,8 +46,9 @@ class RunLock:
         RunIOError: the folder or the lock file cannot be written.
     """
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike, command: str = "nnback train"):
         self.folder = Path(folder)
+        self.command = command
         self.path = self.folder / LOCK_NAME
         self._fd: int | None = None
 
@@ -139,10 +141,10 @@ class RunLock:
 
     def _message(self, holder: dict[str, Any] | None) -> str:
         if holder is None:
-            return f"{self.folder}: locked by another process; another nnback train is writing here"
+            return f"{self.folder}: locked by another process; another {self.command} is writing here"
         message = (
             f"{self.folder}: locked by pid {holder['pid']} on host {holder.get('host', '?')}"
-            f" since {holder.get('started', '?')}; another nnback train is writing here"
+            f" since {holder.get('started', '?')}; another {self.command} is writing here"
         )
         if holder.get("host") != socket.gethostname():
             message += f" (delete {self.path} if that job is gone)"
@@ -188,7 +190,7 @@ def _read_holder(fd: int) -> dict[str, Any] | None:
     """The lock file's holder record, or ``None`` if it is empty or garbled."""
     try:
         holder = json.loads(os.pread(fd, 65536, 0))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(holder, dict) or type(holder.get("pid")) is not int or holder["pid"] <= 0:
         return None

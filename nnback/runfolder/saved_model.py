@@ -7,6 +7,8 @@ weights; that is all a ``Predictor`` needs to turn raw inputs into labelled outp
 
 from __future__ import annotations
 
+import math
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +16,10 @@ import numpy as np
 from nnback.build import EVAL_BATCH, build_loss, build_network, predicted_classes
 from nnback.config.schema import Experiment
 from nnback.data import DataMeta, Preprocessor, labels_from_indices
-from nnback.errors import CheckpointError
+from nnback.errors import CheckpointError, DataError
 from nnback.layers.activations import sigmoid
+from nnback.layers.window import pair
+from nnback.registry import LAYERS, LOSSES
 from nnback.runfolder.checkpoint import load_checkpoint
 from nnback.runfolder.snapshot import restore_arrays, role_arrays
 
@@ -51,15 +55,25 @@ class Predictor:
         return f"Predictor({self.exp.name!r}, {self.data.task}, {self.data.n_features} features)"
 
     def scores(self, X, preprocessed: bool = False) -> np.ndarray:
-        """Raw network outputs for inputs X (N, D), (N, n_outputs) or (N, 1)."""
+        """Raw network outputs for inputs X (N, D), (N, n_outputs) or (N, 1).
+
+        Raises:
+            DataError: an output is NaN or inf (inputs far outside the training range).
+        """
         X = np.asarray(X)
         if X.ndim == 1:
             X = X.reshape(1, -1)
         if not preprocessed:
             X = self.preprocessor.transform(X)
-        parts = [self.model.forward(X[i:i + EVAL_BATCH], training=False)
-                 for i in range(0, len(X), EVAL_BATCH)]
-        return np.concatenate(parts) if parts else np.empty((0, self.model.layers[-1].out_features))
+        with np.errstate(over="ignore", invalid="ignore"):  # reported below, per row
+            parts = [self.model.forward(X[i:i + EVAL_BATCH], training=False)
+                     for i in range(0, len(X), EVAL_BATCH)]
+        scores = np.concatenate(parts) if parts else np.empty((0, self.model.layers[-1].out_features))
+        bad = np.flatnonzero(~np.isfinite(scores).all(axis=1))
+        if bad.size:
+            raise DataError(f"row {bad[0]} of the inputs (counting from 0): the network's outputs are "
+                            "not finite; the inputs are far outside the range it was trained on")
+        return scores
 
     def predict_proba(self, X, preprocessed: bool = False) -> np.ndarray:
         """Class probabilities (N, C), columns in the order of ``classes``."""
@@ -86,11 +100,16 @@ class Predictor:
     @property
     def probabilistic(self) -> bool:
         """True when the loss makes the scores probabilities (``predict_proba`` works)."""
-        return self.exp.loss.type in ("softmax_cross_entropy", "bce_with_logits")
+        return LOSSES[self.exp.loss.type].spec.probabilities
 
 
 def load(path: str | Path) -> Predictor:
     """Load saved weights: a run folder, its ``model.npz`` or a checkpoint ``.npz``.
+
+    Every part of the file is checked before use, since it may be hand-edited or
+    foreign: the config and data description, the preprocessing (as many features as
+    the data), network sizes no larger than the stored weights allow, and the weights'
+    names, shapes and dtypes.
 
     Raises:
         CheckpointError: missing, unreadable or corrupted file, or one that is not an
@@ -101,12 +120,43 @@ def load(path: str | Path) -> Predictor:
     try:
         exp = Experiment.model_validate(meta["config"])
         data = DataMeta.from_dict(meta["data"])
-    except (KeyError, ValueError) as exc:
-        raise CheckpointError(f"{weights}: not an nnback model ({type(exc).__name__}: {exc})") from None
+        prep = Preprocessor.from_state_dict(role_arrays(arrays, "prep"))
+    except (KeyError, ValueError, DataError) as exc:
+        reason = str(exc) if isinstance(exc, DataError) else f"{type(exc).__name__}: {exc}"
+        raise CheckpointError(f"{weights}: not an nnback model ({' '.join(reason.split())[:300]})") from None
+    if prep.n_features != data.n_features:
+        raise CheckpointError(f"{weights}: not an nnback model (preprocessing for {prep.n_features} "
+                              f"features, data with {data.n_features})")
+    _check_network_size(exp, data, arrays, weights)
     model = build_network(exp, data, np.random.default_rng(0), str(weights))
     try:
-        restore_arrays(model, arrays)
-    except ValueError as exc:
+        with np.errstate(over="ignore", invalid="ignore"):  # values the dtype cannot hold: below
+            restore_arrays(model, arrays)
+    except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{weights}: weights do not fit the saved config: {exc}") from None
-    prep = Preprocessor.from_state_dict(role_arrays(arrays, "prep"))
+    bad = [name for name, array in model.state_dict().items() if not np.isfinite(array).all()]
+    if bad:
+        raise CheckpointError(f"{weights}: weights {', '.join(bad)} hold NaN or inf "
+                              f"(or values too large for {exp.model.dtype})")
     return Predictor(model, prep, data, exp)
+
+
+def _check_network_size(exp: Experiment, data: DataMeta, arrays: dict, weights: Path) -> None:
+    """Refuse a config whose linear layers' weight matrices (or convolution kernels)
+    would hold more values than the file stores, before building the network allocates
+    them. Linear layers after an image layer are checked from the first one on, whose
+    input size only building finds."""
+    stored = sum(array.size for array in role_arrays(arrays, "model").values())
+    specs = exp.model.layer_specs()
+    images = [i for i, spec in enumerate(specs) if LAYERS[spec.type].spec.images]
+    for spec in (specs[i] for i in images if specs[i].type == "conv2d"):
+        if spec.channels * math.prod(pair(spec.kernel)) > stored:
+            raise CheckpointError(f"{weights}: weights do not fit the saved config: its convolution "
+                                  f"of {spec.channels} channels needs more values than the {stored} stored")
+    widths = [] if images else [data.n_features]
+    widths += [data.n_outputs if spec.units == "auto" else spec.units
+               for spec in specs[images[-1] + 1 if images else 0:] if spec.type == "linear"]
+    if any(a * b > stored for a, b in pairwise(widths)):
+        raise CheckpointError(f"{weights}: weights do not fit the saved config: its layers of "
+                              f"{' -> '.join(map(str, widths))} units need more values than the "
+                              f"{stored} stored")

@@ -36,7 +36,6 @@ def restore_arrays(model, arrays: dict) -> None:
 def run_meta(exp, bundle) -> dict:
     """JSON-able description of the run: config, data shape, classes, versions."""
     return {
-        "format": 1,
         "config": exp.model_dump(mode="json"),
         "data": bundle.meta.to_dict(),
         "versions": versions(),

@@ -15,13 +15,17 @@ Definitions (all on the mini-batch of the recorded step; norms are Frobenius nor
 
 - ``weight_norm``: ||W|| after the update; ``grad_norm``: ||dW|| used by the update;
   ``update_ratio``: ||W_after - W_before|| / ||W_before|| (None when ||W_before|| = 0).
-  Around 1e-3 is the usual healthy value. ``matrix`` marks 2-D weights, the only
-  parameters whose ratio is checked for warnings.
+  Around 1e-3 is the usual healthy value. ``matrix`` marks weight matrices and
+  convolution kernels (2-D and 4-D), the only parameters whose ratio is checked for warnings.
 - ``dx_norm``: ||dL/dx||, the gradient a layer passes back to its input, (N, D_in).
-- ``mean``, ``std``: of an activation layer's output over the batch and units.
-- ``dead`` (ReLU): fraction of units that output 0 for every sample of the batch.
-- ``saturated``: fraction of outputs in the flat tails, where the local gradient is
-  below 0.01: sigmoid outside [0.01, 0.99], tanh with |out| > 0.99.
+- ``mean``, ``std``: of an activation layer's output (its spec's role is
+  ``"activation"``) over the batch and units.
+- ``dead`` (layers whose spec says ``can_die``: ReLU): fraction of units that output 0
+  for every sample of the batch; on feature maps (N, C, H, W) a unit is a channel,
+  dead when 0 at every pixel of every sample.
+- ``saturated``: fraction of outputs in the flat tails, outside the range the layer's
+  spec declares (``saturated_outside``): sigmoid outside [0.01, 0.99], tanh outside
+  [-0.99, 0.99].
 - ``depth_ratio``: dx_norm of layer 1 (the gradient reaching the first layer's output)
   over dx_norm of the last layer; far below 1 the gradient vanishes through depth, far
   above it explodes. Present for networks of 3 layers or more.
@@ -33,6 +37,7 @@ consecutive records, and each (kind, place) warns at most once per run.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -40,9 +45,10 @@ from pathlib import Path
 import numpy as np
 
 from nnback.optim import grad_norm
+from nnback.untrusted import is_int, is_number
 
-ACTIVATIONS = ("ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softplus")
-SATURATION = 0.99  # |tanh| above, or sigmoid outside [1 - SATURATION, SATURATION]
+logger = logging.getLogger(__name__)
+
 HEALTHY_RATIO = 1e-3
 
 
@@ -183,6 +189,46 @@ class ProblemTracker:
         return found
 
 
+PARAM_METRICS = ("weight_norm", "grad_norm", "update_ratio")
+LAYER_METRICS = ("dx_norm", "mean", "std", "dead", "saturated")
+
+
+def read_records(path: str | Path, missing_ok: bool = False) -> list[dict]:
+    """The records of a ``diagnostics.jsonl`` in the format above; records that are not
+    (hand-edited, foreign) are left out with one logged warning.
+
+    Raises:
+        FileNotFoundError: no such file (without ``missing_ok``).
+        NnbackError: not a regular file.
+    """
+    from nnback.runfolder.jsonl import read_jsonl
+
+    records = read_jsonl(path, missing_ok=missing_ok)
+    kept = [r for r in records if _well_formed(r)]
+    if len(kept) < len(records):
+        logger.warning("warning: %s: %d records not in the diagnostics format left out", path,
+                       len(records) - len(kept))
+    return kept
+
+
+def _well_formed(record: dict) -> bool:
+    """True when ``record`` has the fields and types the readers of this format use."""
+    params, layers = record.get("params"), record.get("layers")
+    return (is_int(record.get("step")) and _is_value(record.get("lr"))
+            and _is_value(record.get("depth_ratio"))
+            and isinstance(params, dict) and isinstance(layers, list)
+            and all(isinstance(stats, dict) and isinstance(stats.get("matrix", False), bool)
+                    and all(_is_value(stats.get(k)) for k in PARAM_METRICS) for stats in params.values())
+            and all(isinstance(layer, dict) and is_int(layer.get("layer"))
+                    and isinstance(layer.get("type"), str)
+                    and all(_is_value(layer.get(k)) for k in LAYER_METRICS) for layer in layers))
+
+
+def _is_value(value) -> bool:
+    """A finite number, or None for a statistic that does not apply."""
+    return value is None or is_number(value)
+
+
 def norm(a: np.ndarray) -> float:
     """Frobenius norm of ``a`` (any shape), as a Python float."""
     return grad_norm([a])
@@ -195,22 +241,23 @@ def _num(value: float) -> float | None:
 
 
 def activation_stats(layer, out: np.ndarray) -> dict:
-    """Statistics of an activation layer's output ``out``, (N, D); {} for other layers.
+    """Statistics of an activation layer's output ``out``, (N, D) or (N, C, H, W); {} for
+    other layers.
 
     Returns:
-        ``mean`` and ``std``; plus ``dead`` for ReLU and ``saturated`` for Sigmoid/Tanh.
+        ``mean`` and ``std``; plus ``dead`` for a layer that can die (ReLU) and
+        ``saturated`` for one that saturates (Sigmoid, Tanh), as its spec says.
     """
-    kind = type(layer).__name__
-    if kind not in ACTIVATIONS:
+    spec = getattr(type(layer), "spec", None)
+    if spec is None or spec.role != "activation":
         return {}
     stats = {"mean": _num(out.mean()), "std": _num(out.std())}
-    if kind == "ReLU":
-        stats["dead"] = _num(1 - np.count_nonzero(out.any(axis=0)) / out.shape[1])
-    elif kind == "Sigmoid":
-        flat = np.count_nonzero((out < 1 - SATURATION) | (out > SATURATION))
-        stats["saturated"] = _num(flat / out.size)
-    elif kind == "Tanh":
-        stats["saturated"] = _num(np.count_nonzero(np.abs(out) > SATURATION) / out.size)
+    if spec.can_die:
+        units = out.reshape(len(out), out.shape[1], -1)  # a feature, or a channel's pixels
+        stats["dead"] = _num(1 - np.count_nonzero(units.any(axis=(0, 2))) / out.shape[1])
+    if spec.saturated_outside is not None:
+        low, high = spec.saturated_outside
+        stats["saturated"] = _num(np.count_nonzero((out < low) | (out > high)) / out.size)
     return stats
 
 
@@ -257,7 +304,7 @@ def parameter_stats(model, before: dict[str, np.ndarray]) -> dict[str, dict]:
             "weight_norm": _num(norm(param)),
             "grad_norm": _num(norm(grad)),
             "update_ratio": _num(change / old_norm) if old_norm > 0 else None,
-            "matrix": param.ndim == 2,
+            "matrix": param.ndim >= 2,
         }
     return stats
 

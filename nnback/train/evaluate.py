@@ -6,6 +6,15 @@ import numpy as np
 
 from nnback.build import EVAL_BATCH, predicted_classes
 
+# The metrics ``evaluate`` returns, and whether a larger value is better.
+HIGHER_IS_BETTER = {"loss": False, "accuracy": True}
+
+
+def higher_is_better(name: str) -> bool:
+    """Whether larger values of a metric are better, by its last word: ``val_accuracy``,
+    ``best_val_loss``, ``test_accuracy``. False for a name that is no metric (``epochs``)."""
+    return HIGHER_IS_BETTER.get(name.rsplit("_", 1)[-1], False)
+
 
 def evaluate(model, loss_fn, split, classification: bool, batch_size: int = EVAL_BATCH) -> dict:
     """Mean loss (and accuracy for classification) over ``split``.

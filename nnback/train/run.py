@@ -11,13 +11,15 @@ import contextlib
 import datetime
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
 import yaml
 
-from nnback.config import load_config, read_yaml
+from nnback.config import load_config
 from nnback.config.diff import differing_keys
+from nnback.config.loader import read_saved_config
 from nnback.config.timeparse import parse_duration
 from nnback.data import load_data
 from nnback.errors import (
@@ -43,8 +45,11 @@ DONE = ("completed", "early_stopped")
 
 def train(config: str | Path, *, overrides=(), out: str | Path | None = None, resume: bool = False,
           force: bool = False, max_time: str | None = None, skip_if_done: bool = False,
-          console) -> int:
+          console, stop: threading.Event | None = None) -> int:
     """Run ``nnback train``; returns the process exit code.
+
+    ``stop``, set from another thread, stops training like SIGTERM (checkpoint, exit 143);
+    it is how a sweep stops a trial that runs outside the main thread.
 
     Raises:
         NnbackError: bad config or data, a locked or unwritable folder (before training).
@@ -75,7 +80,7 @@ def train(config: str | Path, *, overrides=(), out: str | Path | None = None, re
             return _finish(trainer, trainer.progress.status) if _outputs_missing(run_dir) else EXIT_OK
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
         try:
-            with _stop_on_signals(trainer):
+            with _stop_on_signals(trainer, stop):
                 console.info(f"run folder {run_dir}  ({trainer.model.num_parameters():,} parameters, "
                              f"{len(bundle.train)} training samples)")
                 status = trainer.fit()
@@ -181,10 +186,12 @@ def _last_record(path: Path) -> dict:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(trainer: Trainer):
-    """SIGTERM/SIGINT ask the trainer to stop after the current step; a second one kills."""
+def _stop_on_signals(trainer: Trainer, stop: threading.Event | None):
+    """SIGTERM/SIGINT (main thread only) or ``stop`` ask the trainer to stop after the
+    current step; a second signal kills."""
     names = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
-    previous = {sig: signal.getsignal(sig) for sig in names}
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.getsignal(sig) for sig in names} if in_main else {}
 
     def handler(signum, frame):
         if trainer.stop_reason is not None:
@@ -192,13 +199,28 @@ def _stop_on_signals(trainer: Trainer):
             os.kill(os.getpid(), signum)
         trainer.stop_reason = names[signum]
 
-    for sig in names:
+    for sig in previous:
         signal.signal(sig, handler)
+    finished = threading.Event()
+    watcher = None
+    if stop is not None:
+        watcher = threading.Thread(target=_watch_stop, args=(stop, finished, trainer), daemon=True)
+        watcher.start()
     try:
         yield
     finally:
+        finished.set()
+        if watcher is not None:
+            watcher.join()
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _watch_stop(stop: threading.Event, finished: threading.Event, trainer: Trainer) -> None:
+    while not finished.is_set():
+        if stop.wait(0.05):
+            trainer.stop_reason = trainer.stop_reason or "SIGTERM"
+            return
 
 
 def _new_run_dir(exp) -> Path:
@@ -219,7 +241,7 @@ def _new_run_dir(exp) -> Path:
 
 def _saved_config(run_dir: Path) -> dict | None:
     path = run_dir / "config.yaml"
-    return read_yaml(path) if path.exists() else None
+    return read_saved_config(path) if path.exists() else None
 
 
 def _read_summary(run_dir: Path) -> dict | None:

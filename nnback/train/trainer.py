@@ -32,7 +32,7 @@ from nnback.runfolder.jsonl import JsonlWriter
 from nnback.runfolder.snapshot import model_arrays, restore_arrays, role_arrays, run_meta
 from nnback.train.diagnostics import DiagnosticsRecorder
 from nnback.train.divergence import Diverged, find_nonfinite, find_nonfinite_grad
-from nnback.train.evaluate import evaluate
+from nnback.train.evaluate import evaluate, higher_is_better
 
 
 @dataclasses.dataclass
@@ -297,7 +297,7 @@ class Trainer:
             return
         p = self.progress
         value = record[metric]
-        sign = -1.0 if metric == "val_accuracy" else 1.0
+        sign = -1.0 if higher_is_better(metric) else 1.0
         min_delta = stopping.min_delta if stopping is not None else 0.0
         if p.best_value is None or sign * (p.best_value - value) > min_delta:
             p.best_value, p.best_epoch, p.best_step = value, record["epoch"], p.step

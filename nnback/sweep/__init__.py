@@ -1,0 +1,1 @@
+"""Sweeps: many trials of one experiment, their journal, executors and summary."""
