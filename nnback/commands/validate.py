@@ -10,9 +10,9 @@ import yaml
 
 from nnback.build import build_network, build_optimizer
 from nnback.config import load_config
-from nnback.data import load_data
 from nnback.formatting import format_bytes, format_table
 from nnback.layers import Conv2d
+from nnback.train.plan import check_trainable, load_training_data
 
 
 def shape_text(shape) -> str:
@@ -50,7 +50,8 @@ def layer_table(model, n_features: int, batch: int) -> list[tuple[str, str, int,
 def validate_report(config: str | Path, overrides=()) -> str:
     """Validate the config and its data; return the report ``nnback validate`` prints."""
     exp = load_config(config, overrides)
-    bundle = load_data(exp.data, seed=exp.seed, base_dir=Path.cwd())
+    bundle = load_training_data(exp, str(config))
+    check_trainable(exp, bundle, str(config))
     model = build_network(exp, bundle, np.random.default_rng(exp.seed), str(config))
     optimizer = build_optimizer(exp, model)
     rows = layer_table(model, bundle.n_features, exp.train.batch_size)

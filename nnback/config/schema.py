@@ -228,6 +228,10 @@ class TrainConfig(Section):
     max_time: str | None = Field(
         None, description="Wall-time budget, e.g. '30m' or '2h': stop cleanly with a checkpoint."
     )
+    threads: int | None = Field(
+        None, ge=1, description="BLAS threads for the matrix products; null: one for small products, "
+                                "else the idle cores (see README, Performance)."
+    )
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="When to checkpoint.")
     divergence: DivergenceSpec = Field(default_factory=DivergenceSpec, description="Non-finite loss policy.")
     diagnostics: DiagnosticsSpec | None = Field(

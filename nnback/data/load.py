@@ -75,20 +75,22 @@ class Split:
     def n_features(self) -> int:
         return int(self.X.shape[1])
 
-    def take(self, idx: np.ndarray, out_X: np.ndarray | None = None):
+    def take(self, idx: np.ndarray, out_X: np.ndarray | None = None, in_range: bool = False):
         """Gather a batch.
 
         Args:
             idx: (B,) int row positions in this split, 0 <= idx < len(self).
             out_X: optional float32 (B_max, D) buffer, B_max >= B, reused across
                 batches; its first B rows receive the batch.
+            in_range: the caller guarantees ``0 <= idx < len(self)`` (a slice of a
+                permutation of the rows), so the range check is skipped.
 
         Returns:
             Xb: float32 (B, D) preprocessed rows (a view of out_X when given).
             yb: (B,) int64 or (B, T) float32.
         """
         idx = np.asarray(idx, dtype=np.int64)
-        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+        if not in_range and idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"batch index out of range for a split of {len(self)} rows")
         out = None if out_X is None else out_X[:len(idx)]
         if self.lazy:

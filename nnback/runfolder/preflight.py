@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from nnback.errors import RunIOError
+from nnback.errors import NnbackError, RunIOError
 from nnback.formatting import format_bytes
 from nnback.runfolder.atomic import TEMP_SUFFIX, io_error
 
@@ -29,9 +30,27 @@ def check_writable(folder: str | os.PathLike) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-            os.unlink(probe)
+            with contextlib.suppress(FileNotFoundError):  # cleared by the run holding the lock
+                os.unlink(probe)
     except OSError as exc:
         raise io_error(folder, exc) from exc
+
+
+def check_no_links(folder: str | os.PathLike, names) -> None:
+    """Refuse a run folder where any of ``names``, or a file inside one of them that is
+    a folder, is a symbolic link: a run never writes through, nor reads from, a link.
+
+    Raises:
+        NnbackError: ``"runs/x/metrics.jsonl: is a symbolic link; ..."``.
+    """
+    folder = Path(folder)
+    for name in names:
+        path = folder / name
+        inside = sorted(path.iterdir()) if path.is_dir() and not path.is_symlink() else []
+        for candidate in (path, *inside):
+            if candidate.is_symlink():
+                raise NnbackError(f"{candidate}: is a symbolic link; a run folder holds only files "
+                                  f"nnback wrote (remove the link or choose another --out)")
 
 
 def check_free_space(folder: str | os.PathLike, needed_bytes: int) -> None:
