@@ -16,6 +16,7 @@ from pathlib import Path
 
 from nnback.commands.runs import Run, load_run, run_labels
 from nnback.errors import NnbackError
+from nnback.runfolder.sweep_folder import is_sweep_folder, trial_folders
 from nnback.train.diagnostics import HEALTHY_RATIO, read_records
 
 LINESTYLES = ("-", "--", ":", "-.")
@@ -195,6 +196,8 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path = "plot.png", width: f
 
     Raises:
         NnbackError: matplotlib missing, a folder that is not a run, an unwritable ``out``.
+
+    A sweep folder stands for all its trials.
     """
     if not run_dirs:
         raise NnbackError("plot: give at least one run folder")
@@ -208,7 +211,8 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path = "plot.png", width: f
         raise NnbackError(f"plot: {width:g} x {height:g} inches at --dpi {dpi} is "
                           f"{width * height * dpi * dpi / 1e6:.0f} megapixels; at most "
                           f"{MAX_PIXELS // 10**6}: lower --dpi, --width or --height")
-    runs = [load_run(d) for d in run_dirs]
+    runs = [load_run(d) for arg in run_dirs
+            for d in (trial_folders(arg) if is_sweep_folder(arg) else [arg])]
     fig = make_figure(runs, width, height, dpi)
     out = Path(out)
     try:
