@@ -101,7 +101,7 @@ def reference(tmp_path_factory, experiment_file, nnback_in):
     return sweep, folder / "ref", done
 
 
-def test_grid_end_to_end(reference, nnback_cli, tmp_path):
+def test_grid_end_to_end(reference, nnback_cli, tmp_path, monkeypatch):
     sweep, folder, done = reference
     results = scores(folder)
     assert sorted(results) == [t.id for t in planned_trials(load_sweep(sweep)[0])]
@@ -122,7 +122,8 @@ def test_grid_end_to_end(reference, nnback_cli, tmp_path):
     assert retrained.returncode == 0, retrained.stderr
     values = [r["val_loss"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")]
     assert min(values) == summary["best"]["score"]
-    # Re-running the finished sweep runs nothing.
+    # Re-running the finished sweep runs nothing, and starts no worker process for it.
+    monkeypatch.setattr("nnback.sweep.local._Worker", None)
     again = nnback_cli("sweep", sweep, "--workers", 2, "--out", folder)
     assert again.returncode == 0, again.stderr
     assert set(completions(folder).values()) == {1}
