@@ -183,8 +183,8 @@ def test_stop_at_an_epoch_boundary_then_resume_logs_that_epochs_learning_rate(re
     config, ref = reference
     train_on_batch = Trainer._train_on_batch
 
-    def stop_at_epoch_end(self, idx):
-        train_on_batch(self, idx)
+    def stop_at_epoch_end(self, xb, yb):
+        train_on_batch(self, xb, yb)
         if self.progress.epoch == STOP_AFTER - 1 and self.progress.batch == self.steps_in_epoch:
             self.stop_reason = "SIGTERM"
 

@@ -99,6 +99,26 @@ class Split:
             Xb = np.take(self.X, idx, axis=0, out=out, mode="clip")
         return Xb, self.y[idx]
 
+    def take_batches(self, order: np.ndarray, batch_size: int, out_X: np.ndarray):
+        """Yield the batches of rows ``order[:B]``, ``order[B:2B]``, ... (B = ``batch_size``),
+        gathered a bufferful at a time: one ``take`` per ``len(out_X) // B`` batches.
+
+        Args:
+            order: (M,) int row positions, each in ``[0, len(self))`` (a slice of a
+                permutation of the rows).
+            batch_size: B, rows per batch (the last batch may have fewer).
+            out_X: float32 (R, D) buffer, reused; R >= B, or R >= M when M < B.
+
+        Yields:
+            (Xb, yb) as ``take`` returns them; Xb is a view of out_X, overwritten when
+            the next bufferful is gathered.
+        """
+        per_take = max(len(out_X) // batch_size, 1) * batch_size
+        for start in range(0, len(order), per_take):
+            X, y = self.take(order[start:start + per_take], out_X=out_X, in_range=True)
+            for first in range(0, len(X), batch_size):
+                yield X[first:first + batch_size], y[first:first + batch_size]
+
     def batches(self, batch_size: int):
         """Yield (Xb, yb) over the split in order, for evaluation."""
         for start in range(0, len(self), batch_size):

@@ -26,6 +26,9 @@ from nnback.train.evaluate import EVAL_BATCH
 PARAMETER_COPIES = 8
 # Arrays of the size of one batch's activations: outputs, their gradients, layer caches.
 ACTIVATION_COPIES = 4
+# The training loop gathers the rows of several batches at once, into about this much
+# float32 memory: one fancy-indexing call per bufferful instead of one per batch.
+GATHER_BYTES = 1 << 18
 
 
 @dataclass
@@ -34,7 +37,7 @@ class MemoryNeed:
 
     parameters: int  # all parameters, with gradients, optimizer state, checkpoint copies
     widest_layer: str  # key of the widest linear layer whose units the config sets
-    batch: int  # activations of one training batch, and the gathered input batch
+    batch: int  # activations of one training batch, and the buffer batches are gathered into
     evaluation: int  # activations of one evaluation batch
 
     @property
@@ -45,6 +48,13 @@ class MemoryNeed:
 def batch_rows(batch_size: int, n_train: int) -> int:
     """Rows in the largest training batch: the batch size, or all the rows if fewer."""
     return min(batch_size, n_train)
+
+
+def gather_rows(batch_size: int, n_train: int, n_features: int) -> int:
+    """Rows of the buffer the training loop gathers its batches into: as many whole
+    batches as fill ``GATHER_BYTES``, at least one, at most all the rows."""
+    batches = max(1, GATHER_BYTES // (4 * n_features * batch_size))
+    return min(batches * batch_size, n_train)
 
 
 def memory_need(exp, n_features: int, units_out: int, n_train: int, n_eval: int) -> MemoryNeed:
@@ -67,7 +77,8 @@ def memory_need(exp, n_features: int, units_out: int, n_train: int, n_eval: int)
     return MemoryNeed(
         parameters=PARAMETER_COPIES * params * itemsize,
         widest_layer=widest[1],
-        batch=(ACTIVATION_COPIES * sum(widths) * itemsize + 4 * n_features) * rows,
+        batch=(ACTIVATION_COPIES * sum(widths) * itemsize * rows
+               + 4 * n_features * gather_rows(exp.train.batch_size, n_train, n_features)),
         evaluation=2 * sum(widths) * itemsize * min(EVAL_BATCH, n_eval),
     )
 
