@@ -23,7 +23,7 @@ def gradcheck_report(config: str | Path, overrides=(), batch: int = 8, threshold
     Returns:
         (report text, True if every relative error is at most ``threshold``).
     """
-    exp = load_config(config, overrides)
+    exp = load_config(config, overrides, names_folder=False)
     exp = exp.model_copy(update={"model": exp.model.model_copy(update={"dtype": "float64"})})
     bundle = load_data(exp.data, seed=exp.seed, base_dir=Path.cwd())
     rng = np.random.default_rng(exp.seed)

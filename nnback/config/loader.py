@@ -57,7 +57,7 @@ def read_saved_config(path: str | Path) -> dict:
     was once saved, as adam's 0); as written if it no longer validates."""
     saved = read_yaml(path)
     try:
-        return Experiment.model_validate(saved).model_dump(mode="json")
+        return Experiment.model_validate(saved, context=SAVED).model_dump(mode="json")
     except ValidationError:
         return saved
 
@@ -217,18 +217,29 @@ def _set_path(node, parts: list[str], value, item: str) -> None:
             raise ConfigError(f"--set {item}: {where}: cannot set a key inside a {type(node).__name__}")
 
 
-def validate(raw: dict, source: str) -> Experiment:
-    """Validate a parsed experiment; all problems are raised together as one ConfigError."""
+# Validation context of a config whose run folder is not named after the experiment: a
+# saved run's config, or one trained with --out. Its name is a label, as an earlier
+# version may have written it (with a space, say), not a folder name.
+SAVED = {"names_folder": False}
+
+
+def validate(raw: dict, source: str, names_folder: bool = True) -> Experiment:
+    """Validate a parsed experiment; all problems are raised together as one ConfigError.
+
+    ``names_folder``: a new run folder will be named after the experiment, so the name
+    must be one plain folder name.
+    """
     try:
-        return Experiment.model_validate(raw)
+        return Experiment.model_validate(raw, context=None if names_folder else SAVED)
     except ValidationError as exc:
         raise ConfigError(format_errors(exc, raw, source)) from None
 
 
-def load_config(path: str | Path, overrides: typing.Iterable[str] = ()) -> Experiment:
-    """Read, override and validate an experiment file."""
+def load_config(path: str | Path, overrides: typing.Iterable[str] = (),
+                names_folder: bool = True) -> Experiment:
+    """Read, override and validate an experiment file (``names_folder`` as for ``validate``)."""
     raw = apply_overrides(read_yaml(path), overrides)
-    return validate(raw, str(path))
+    return validate(raw, str(path), names_folder)
 
 
 # --- error messages ----------------------------------------------------------------

@@ -54,7 +54,7 @@ def train(config: str | Path, *, overrides=(), out: str | Path | None = None, re
     Raises:
         NnbackError: bad config or data, a locked or unwritable folder (before training).
     """
-    exp = load_config(config, overrides)
+    exp = load_config(config, overrides, names_folder=out is None)
     source = str(config)
     resolved = exp.model_dump(mode="json")
     if out is None and (resume or skip_if_done):
