@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import shlex
 import signal
 import threading
 import time
@@ -269,4 +270,15 @@ def _check_reusable(run_dir: Path, resolved: dict, resume: bool, force: bool) ->
     diff = differing_keys([saved, resolved])
     if diff and not force:
         raise ConfigError(f"{run_dir}: the saved config differs in {', '.join(diff)}; "
-                          f"add --force to resume anyway")
+                          f"add --force to resume anyway" + _saved_settings_hint(run_dir))
+
+
+def _saved_settings_hint(run_dir: Path) -> str:
+    """The command resuming the run with its own config.yaml, if that config still loads."""
+    path = run_dir / "config.yaml"
+    try:
+        load_config(path, names_folder=False)
+    except NnbackError:
+        return ""
+    return (f", or to continue with the saved settings: "
+            f"nnback train {shlex.quote(str(path))} --out {shlex.quote(str(run_dir))} --resume")
