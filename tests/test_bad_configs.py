@@ -258,6 +258,8 @@ def test_missing_file(in_tmp):
     ("train.epochs=2.5", "cfg.yaml: train.epochs: must be an integer (got 2.5)"),
     ("model.layers.7.units=3",
      "--set model.layers.7.units=3: model.layers.7: no list item 7 (the list has 4)"),
+    ("model.mlp.hidden.0=8",  # this config lists its layers
+     "--set model.mlp.hidden.0=8: model.mlp.hidden: not a list in the config, so it has no item 0"),
     ("train.epochs=[1", "--set train.epochs: cannot parse value '[1': line 1, column 3: YAML syntax "
                         "error: expected ',' or ']', but got '<stream end>'"),
     ("name.first=1", "cfg.yaml: name: must be a string (got {'first': 1})"),

@@ -211,10 +211,15 @@ def _set_path(node, parts: list[str], value, item: str) -> None:
                 if isinstance(child, str) and part in ("loss", "optimizer", "schedule"):
                     child = node[part] = {"type": child}
                 if not isinstance(child, (dict, list)):
+                    following = parts[depth + 1]
+                    if following.isascii() and following.isdigit():
+                        raise ConfigError(f"--set {item}: {where}: not a list in the config, "
+                                          f"so it has no item {following}")
                     child = node[part] = {}
                 node = child
         else:
-            raise ConfigError(f"--set {item}: {where}: cannot set a key inside a {type(node).__name__}")
+            raise ConfigError(f"--set {item}: {'.'.join(parts[:depth])} is {_got(node)}, "
+                              f"not a mapping or list")
 
 
 # Validation context of a config whose run folder is not named after the experiment: a
