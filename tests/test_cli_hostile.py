@@ -127,3 +127,34 @@ def test_training_messages_naming_a_path_stay_one_line(write_config, nnback_cli)
     assert result.returncode == 0, result.stderr
     assert "run folder run\\nfolder  (" in result.stdout
     assert all(line.startswith(("run folder", "epoch", "done")) for line in result.stdout.splitlines())
+
+
+# --- output paths the user got wrong: exit 2 (not 6, a broken disk), before any work ---------
+
+
+def test_out_naming_a_file_is_a_user_error(write_config, nnback_cli, tmp_path):
+    cfg = write_config()
+    (tmp_path / "afile").write_text("keep")
+    for out, message in [("afile", "afile: is a file, not a folder; choose another folder"),
+                         ("afile/run", "afile/run: a part of this path is a file, not a folder")]:
+        assert one_error_line(nnback_cli("train", cfg, "--out", out)) == f"error: {message}"
+    assert (tmp_path / "afile").read_text() == "keep"
+
+
+def test_output_files_in_a_missing_folder_or_on_a_folder(completed_run, nnback_cli, tmp_path):
+    _, run = completed_run()
+    (tmp_path / "in.csv").write_text("x0,x1\n0.1,0.2\n", encoding="utf-8")
+    (tmp_path / "folder").mkdir()
+    missing = "error: missing/p.csv: no folder missing to write it in; create it first"
+    assert one_error_line(nnback_cli("predict", run, "in.csv", "-o", "missing/p.csv")) == missing
+    assert one_error_line(nnback_cli("predict", run, "in.csv", "-o", "folder")) == (
+        "error: folder: is a folder; give a file name")
+    assert one_error_line(nnback_cli("init", "missing/p.csv")) == missing
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "in.csv"]
+
+
+def test_set_a_key_inside_a_list_item_that_holds_a_value(data_folder, nnback_cli):
+    cfg = data_folder / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(_with_data({"features": ["a", "b"]})), encoding="utf-8")
+    assert one_error_line(nnback_cli("validate", cfg, "--set", "data.features.0.x=1")) == (
+        "error: --set data.features.0.x=1: data.features.0 is 'a', not a mapping or list")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from nnback.errors import NnbackError
 from nnback.runfolder.atomic import atomic_write_text
+from nnback.runfolder.preflight import check_output_file
 
 STARTER = """\
 # A starter nnback experiment: a small network on the notes' spiral, seconds to train.
@@ -64,5 +65,6 @@ def write_starter(path: str | Path, force: bool = False) -> Path:
         raise NnbackError(f"{path}: is a folder; give a file name such as {path / 'experiment.yaml'}")
     if path.exists() and not force:
         raise NnbackError(f"{path}: already exists; add --force to overwrite it")
+    check_output_file(path)
     atomic_write_text(path, starter_text(path))
     return path
