@@ -153,7 +153,7 @@ def _finish(trainer: Trainer, status: str) -> int:
         code = EXIT_SIGTERM if trainer.stop_reason == "SIGTERM" else EXIT_SIGINT
     _write_summary(trainer, status, code)
     trainer.console.info(f"stopped ({status}) at epoch {trainer.progress.epoch + 1}, "
-                         f"step {trainer.progress.step}; continue with --resume")
+                         f"step {trainer.progress.step}; continue with: {resume_command(trainer.run_dir)}")
     return code
 
 
@@ -280,5 +280,10 @@ def _saved_settings_hint(run_dir: Path) -> str:
         load_config(path, names_folder=False)
     except NnbackError:
         return ""
-    return (f", or to continue with the saved settings: "
-            f"nnback train {shlex.quote(str(path))} --out {shlex.quote(str(run_dir))} --resume")
+    return f", or to continue with the saved settings: {resume_command(run_dir)}"
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that continues the run in ``run_dir`` with its own saved config."""
+    return (f"nnback train {shlex.quote(str(run_dir / 'config.yaml'))} "
+            f"--out {shlex.quote(str(run_dir))} --resume")
