@@ -176,3 +176,25 @@ def test_a_stopped_run_names_the_command_that_continues_it(write_config, nnback_
     resumed = nnback_cli(*shlex.split(command)[1:])
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.parametrize("args, line", [
+    (["train"], "Missing argument 'CONFIG' (see nnback train --help)"),
+    (["trian", "x"], "No such command 'trian'. Did you mean 'train'? (see nnback --help)"),
+    (["gradcheck", "cfg.yaml", "--batch", "0"],
+     "Invalid value for '--batch': Input should be greater than or equal to 1 (see nnback gradcheck --help)"),
+    (["train", "cfg.yaml", "--bogus"], "No such option: --bogus"),
+    (["data", "fetch"], "Missing argument 'NAME' (see nnback data fetch --help)"),
+])
+def test_usage_errors_are_one_line_too(nnback_cli, args, line):
+    assert one_error_line(nnback_cli(*args)).startswith(f"error: {line}")
+
+
+def test_usage_errors_of_the_installed_command_and_help(nnback):
+    wrong = nnback("eval", "run", "--split", "nope")
+    assert one_error_line(wrong).startswith("error: Invalid value for '--split': ")
+    assert wrong.stdout == ""
+    bare = nnback()
+    assert bare.returncode == 2 and "Commands:" in bare.stderr and "train" in bare.stderr
+    helped = nnback("train", "--help")
+    assert helped.returncode == 0 and "Examples:" in helped.stdout
