@@ -198,3 +198,11 @@ def test_usage_errors_of_the_installed_command_and_help(nnback):
     assert bare.returncode == 2 and "Commands:" in bare.stderr and "train" in bare.stderr
     helped = nnback("train", "--help")
     assert helped.returncode == 0 and "Examples:" in helped.stdout
+
+
+@pytest.mark.parametrize("threshold", ["-1", "0", "nan", "inf"])
+def test_gradcheck_threshold_must_be_a_positive_number(write_config, nnback_cli, threshold):
+    """Found by trying: a negative or NaN threshold failed every gradient, exit 1."""
+    cfg = write_config()
+    assert one_error_line(nnback_cli("gradcheck", cfg, "--threshold", threshold)) == (
+        f"error: --threshold {threshold}: must be a positive number, e.g. 1e-6")
