@@ -206,3 +206,19 @@ def test_gradcheck_threshold_must_be_a_positive_number(write_config, nnback_cli,
     cfg = write_config()
     assert one_error_line(nnback_cli("gradcheck", cfg, "--threshold", threshold)) == (
         f"error: --threshold {threshold}: must be a positive number, e.g. 1e-6")
+
+
+def test_a_data_path_under_a_home_folder_that_does_not_exist(data_folder, nnback_cli):
+    """Found by trying: ~nosuchuser/... raised from Path.expanduser as a traceback."""
+    cfg = data_folder / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(_with_data({"source": "~nnback-no-such-user/d.csv"})), encoding="utf-8")
+    assert one_error_line(nnback_cli("validate", cfg)) == (
+        "error: ~nnback-no-such-user/d.csv: no home folder for ~nnback-no-such-user on this machine")
+
+
+def test_output_dir_naming_a_file_is_a_user_error(write_config, nnback_cli, tmp_path):
+    (tmp_path / "afile").write_text("keep")
+    cfg = write_config({"output": {"dir": "afile"}})
+    line = one_error_line(nnback_cli("train", cfg))
+    assert line.startswith("error: afile/tiny/")
+    assert line.endswith(": a part of this path is a file, not a folder")

@@ -287,7 +287,10 @@ def read_file(ref: FileRef, cfg: FileData | FilesData, base_dir: Path) -> Table:
 
 def _path(base_dir: Path, ref: str) -> Path:
     """``ref`` resolved against base_dir; a missing relative path names the folder tried."""
-    path = Path(ref).expanduser()
+    try:
+        path = Path(ref).expanduser()
+    except RuntimeError:  # ~user of a user this machine does not have
+        raise DataError(f"{ref}: no home folder for {ref.split('/')[0]} on this machine") from None
     try:
         missing = not path.is_absolute() and not (base_dir / path).exists()
     except OSError as exc:  # a name too long for the file system

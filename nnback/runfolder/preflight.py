@@ -32,7 +32,7 @@ def check_writable(folder: str | os.PathLike) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _path_error(folder, exc) from None
+        raise path_error(folder, exc) from None
     try:
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.", suffix=TEMP_SUFFIX)
         try:
@@ -61,13 +61,14 @@ def check_output_file(path: str | os.PathLike) -> None:
     except FileNotFoundError:
         raise NnbackError(f"{path}: no folder {parent} to write it in; create it first") from None
     except OSError as exc:
-        raise _path_error(path, exc) from None
+        raise path_error(path, exc) from None
     if not is_folder:
         raise NnbackError(f"{path}: a part of this path is a file, not a folder")
 
 
-def _path_error(path: Path, exc: OSError) -> NnbackError:
-    """A path the user got wrong as a user error; any other failure as a RunIOError."""
+def path_error(path: str | os.PathLike, exc: OSError) -> NnbackError:
+    """A path the user got wrong (a file where a folder belongs, a name too long) as a
+    user error; any other failure to write as a RunIOError."""
     if exc.errno == errno.ENOTDIR:
         return NnbackError(f"{path}: a part of this path is a file, not a folder")
     if exc.errno == errno.ENAMETOOLONG:

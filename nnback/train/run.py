@@ -30,13 +30,12 @@ from nnback.errors import (
     EXIT_TIME_LIMIT,
     ConfigError,
     NnbackError,
-    RunIOError,
 )
 from nnback.runfolder.atomic import atomic_write_json, atomic_write_text, remove_temp_files
 from nnback.runfolder.checkpoint import save_checkpoint
 from nnback.runfolder.jsonl import read_json, read_jsonl, truncate_after
 from nnback.runfolder.lock import RunLock
-from nnback.runfolder.preflight import check_free_space, check_writable
+from nnback.runfolder.preflight import check_free_space, check_writable, path_error
 from nnback.runfolder.snapshot import model_arrays, run_meta, versions
 from nnback.train.divergence import Diverged
 from nnback.train.trainer import Trainer
@@ -236,7 +235,7 @@ def _new_run_dir(exp) -> Path:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise RunIOError(f"{candidate}: cannot create the run folder: {exc.strerror}") from None
+            raise path_error(candidate, exc) from None
     raise NnbackError(f"{parent}: too many runs started in the same second")
 
 
