@@ -178,6 +178,19 @@ CASES = {
         lambda cfg: cfg["model"].__setitem__("dtype", "float16"),
         "model.dtype: unknown value 'float16' (did you mean 'float64'?); choose from float32, float64"),
     "missing name": (drop(top, "name"), "name: required key is missing"),
+    "empty name": (put(top, "name", ""), "name: must not be empty"),
+    "one beta": (
+        put(top, "optimizer", {"type": "adam", "betas": [0.9]}),
+        "optimizer.betas: has too few items (got [0.9])"),
+    "three betas": (
+        put(top, "optimizer", {"type": "adam", "betas": [0.9, 0.9, 0.9]}),
+        "optimizer.betas: must have at most 2 items (got [0.9, 0.9, 0.9])"),
+    "no feature columns": (
+        lambda cfg: cfg.update(data={"source": "d.csv", "target": "y", "features": []}),
+        "data.features: must have at least 1 item (got [])"),
+    "a feature column twice": (
+        lambda cfg: cfg.update(data={"source": "d.csv", "target": "y", "features": ["a", "b", "a"]}),
+        "data.features: column 'a' is listed twice"),
 }
 
 

@@ -306,6 +306,8 @@ def _problem(error: dict, raw: dict) -> _Problem:
             if parts[0] in _valid_keys(path, raw, variant):
                 return _Problem(path + parts, match[2])
         return _Problem(path, message)
+    if kind == "missing" and isinstance(error["loc"][-1], int):  # a list shorter than a tuple
+        return _Problem(path, f"has too few items (got {_got(_node_at(path, raw))})")
     if kind == "union_tag_invalid" and isinstance(_node_at(path, raw), dict):
         path = path + ["type"]
     return _Problem(path, _message(error))
@@ -377,6 +379,12 @@ def _message(error: dict) -> str:
         return f"must be a mapping of keys (got {_got(value)})"
     if kind in ("list_type", "tuple_type"):
         return f"must be a list (got {_got(value)})"
+    if kind in ("too_short", "too_long"):
+        bound, count = (("at least", ctx["min_length"]) if kind == "too_short"
+                        else ("at most", ctx["max_length"]))
+        return f"must have {bound} {count} item{'s' * (count != 1)} (got {_got(value)})"
+    if kind == "string_too_short":
+        return "must not be empty"
     if kind in ("string_type",):
         return f"must be a string (got {_got(value)})"
     return error["msg"][:1].lower() + error["msg"][1:]
