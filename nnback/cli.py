@@ -372,9 +372,11 @@ def init(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ):
     """Write a commented starter experiment that validates as written."""
+    import shlex
+
     from nnback.commands.init import write_starter
 
-    typer.echo(f"wrote {write_starter(path, force=force)}; next: nnback train {path}")
+    typer.echo(f"wrote {write_starter(path, force=force)}; next: nnback train {shlex.quote(str(path))}")
 
 
 @app.command(epilog=examples(

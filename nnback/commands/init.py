@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 from nnback.errors import NnbackError
@@ -13,7 +14,7 @@ STARTER = """\
 # A starter nnback experiment: a small network on the notes' spiral, seconds to train.
 # Check it with `nnback validate {path}`, train it with `nnback train {path}`.
 # `nnback schema` lists every key with its type, default, bounds and meaning.
-name: {name}                  # runs go to <output.dir>/<name>/<timestamp>/
+name: {name:<23} # runs go to <output.dir>/<name>/<timestamp>/
 seed: 0                       # seeds the split, initial weights, shuffling and dropout
 
 data:
@@ -50,7 +51,8 @@ PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 def starter_text(path: str | Path) -> str:
     """The starter experiment for ``path``, named after the file when its stem is a plain name."""
     stem = Path(path).stem
-    return STARTER.format(path=path, name=stem if PLAIN_NAME.fullmatch(stem) else "experiment")
+    return STARTER.format(path=shlex.quote(str(path)),
+                          name=stem if PLAIN_NAME.fullmatch(stem) else "experiment")
 
 
 def write_starter(path: str | Path, force: bool = False) -> Path:
