@@ -47,15 +47,31 @@ def output_units(exp, task: str, n_outputs: int, source: str) -> int:
     return n_outputs
 
 
-def build_model(exp, n_features: int, units_out: int, rng: np.random.Generator, source: str) -> Sequential:
-    """The configured network for ``n_features`` inputs, parameters drawn from ``rng``.
+def build_model(exp, n_features: int, units_out: int, rng: np.random.Generator, source: str,
+                image_shape=None) -> Sequential:
+    """The configured network for rows of ``n_features`` inputs, parameters drawn from ``rng``.
 
     The last layer's ``auto`` option (Linear's ``units``) becomes ``units_out``.
+
+    Args:
+        image_shape: (C, H, W) of the images the rows hold, or None. A network with an
+            image layer (``spec.images``) takes the rows as images of this shape; any
+            other network takes them as flat rows.
+
+    Raises:
+        ConfigError: a layer that cannot take the shape reaching it, naming the layer
+            and the shapes; the last layer's units differ from ``units_out``.
     """
     sections = exp.model.layer_specs()
     key = "model.layers" if exp.model.layers is not None else "model.mlp"
     dtype = np.dtype(exp.model.dtype)
-    layers, width = [], n_features
+    images = next((i for i, s in enumerate(sections) if LAYERS[s.type].spec.images), None)
+    if images is not None and image_shape is None:
+        raise ConfigError(
+            f"{source}: {key}[{images}]: {sections[images].type} needs images, but the data rows "
+            f"have no image shape: give data.shape: [C, H, W] ({n_features} values per row)")
+    input_shape = tuple(image_shape) if images is not None else None
+    layers, shape = [], input_shape or (n_features,)
     for i, section in enumerate(sections):
         cls = LAYERS[section.type]
         kwargs = _arguments(cls.spec, section)
@@ -67,17 +83,20 @@ def build_model(exp, n_features: int, units_out: int, rng: np.random.Generator, 
                     f"{units_out} outputs (write {option.name}: auto)"
                 )
             kwargs[option.keyword] = units_out
-        layer = _construct(cls, kwargs, width, dtype, rng)
-        width = layer.output_features(width)
+        layer = _construct(cls, kwargs, shape, dtype, rng)
+        try:
+            shape = layer.output_shape(shape)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {key}[{i}]: {exc}") from None
         layers.append(layer)
-    return Sequential(layers)
+    return Sequential(layers, input_shape)
 
 
 def build_network(exp, data, rng: np.random.Generator, source: str) -> Sequential:
     """The configured network for ``data`` (a DataBundle or DataMeta: task, feature and
-    output counts); the last layer sized by ``output_units``."""
+    output counts, image shape); the last layer sized by ``output_units``."""
     units = output_units(exp, data.task, data.n_outputs, source)
-    return build_model(exp, data.n_features, units, rng, source)
+    return build_model(exp, data.n_features, units, rng, source, data.shape)
 
 
 def _arguments(spec, section) -> dict:
@@ -85,9 +104,12 @@ def _arguments(spec, section) -> dict:
     return {option.keyword: getattr(section, option.name) for option in spec.options}
 
 
-def _construct(cls, kwargs: dict, width: int, dtype, rng):
+def _construct(cls, kwargs: dict, shape: tuple, dtype, rng):
+    """``cls(**kwargs)`` with the input size (features or channels: ``shape[0]``), dtype
+    and rng added where the class takes them."""
     accepted = inspect.signature(cls).parameters
-    extra = {"in_features": width, "num_features": width, "dtype": dtype, "rng": rng}
+    extra = {"in_features": shape[0], "num_features": shape[0], "in_channels": shape[0],
+             "dtype": dtype, "rng": rng}
     kwargs.update((name, value) for name, value in extra.items() if name in accepted)
     return cls(**kwargs)
 

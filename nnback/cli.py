@@ -97,21 +97,33 @@ class SplitName(str, Enum):
 
 
 def user_errors(command):
-    """Print an ``NnbackError`` as its message, no traceback, and exit with its code."""
+    """Print an ``NnbackError`` as its message, no traceback, and exit with its code.
+
+    With ``--log-format json`` each line is a JSON object ``{"time", "event": "error",
+    "message", "exit_code"}``.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         from nnback.errors import EXIT_SIGINT, NnbackError
 
+        def fail(lines, code, prefix="error: "):
+            for line in lines:
+                if kwargs.get("log_format") == LogFormat.json:
+                    from nnback.train.console import json_line
+
+                    line = json_line("error", message=line, exit_code=code)
+                else:
+                    line = prefix + line
+                typer.echo(line, err=True)
+            return typer.Exit(code)
+
         try:
             code = command(*args, **kwargs)
         except NnbackError as exc:
-            for line in str(exc).splitlines() or [type(exc).__name__]:
-                typer.echo(f"error: {line}", err=True)
-            raise typer.Exit(exc.exit_code) from None
+            raise fail(str(exc).splitlines() or [type(exc).__name__], exc.exit_code) from None
         except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(EXIT_SIGINT) from None
+            raise fail(["interrupted"], EXIT_SIGINT, prefix="") from None
         raise typer.Exit(code or 0)
 
     return wrapper
@@ -141,6 +153,8 @@ def train(
         help="Wall-time budget (30m, 2h): stop cleanly with a checkpoint before it."),
     skip_if_done: bool = typer.Option(
         False, "--skip-if-done", help="Exit 0 at once if --out holds a completed run of this config."),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="BLAS threads (default: train.threads, else chosen from the work)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only warnings and errors."),
     log_format: LogFormat = typer.Option(LogFormat.text, "--log-format", help="Console output format."),
 ):
@@ -154,7 +168,7 @@ def train(
 
     console = Console("quiet" if quiet else log_format.value)
     return run_train(config, overrides=set_ or (), out=out, resume=resume, force=force,
-                     max_time=max_time, skip_if_done=skip_if_done, console=console)
+                     max_time=max_time, skip_if_done=skip_if_done, threads=threads, console=console)
 
 
 @app.command(epilog=examples(
@@ -226,6 +240,38 @@ def predict(
     text = predict_file(run, inputs, out)
     if text is not None:
         typer.echo(text, nl=False)
+
+
+class ExportDtype(str, Enum):
+    float32 = "float32"
+    float64 = "float64"
+
+
+@app.command(epilog=examples(
+    "nnback export runs/digits-mlp/20261128-164443",
+    "nnback export run/model.npz -o digits.onnx --check",
+    "nnback export runs/iris/20261128-164443 --data data/iris.csv --dtype float64",
+))
+@user_errors
+def export(
+    run: Path = RunArg,
+    out: Path | None = typer.Option(
+        None, "-o", "--out", help="The .onnx file (default RUN/model.onnx, or the weights file's name)."),
+    opset: int | None = typer.Option(None, "--opset", help="ONNX operator set (default 17)."),
+    dtype: ExportDtype = typer.Option(ExportDtype.float32, "--dtype",
+                                      help="Weights and arithmetic; inputs and outputs are float32."),
+    check: bool = typer.Option(False, "--check",
+                               help="Require the ONNX Runtime comparison (run whenever it is installed)."),
+    data: Path | None = typer.Option(None, "--data",
+                                     help="Raw inputs to compare on instead of the test split."),
+):
+    """Write the model as ONNX, preprocessing included, checked against nnback in ONNX Runtime."""
+    from nnback.commands.export import export_run
+
+    lines, code = export_run(run, out, opset, dtype.value, check, data)
+    for line in lines:
+        typer.echo(line, err=line.startswith("error:"))
+    return code
 
 
 @app.command(epilog=examples(

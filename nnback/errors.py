@@ -12,6 +12,7 @@ EXIT_DIVERGED = 3
 EXIT_LOCKED = 4
 EXIT_TIME_LIMIT = 5
 EXIT_IO = 6
+EXIT_SIGHUP = 129
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
@@ -70,3 +71,7 @@ class LockedError(NnbackError):
 
 class CheckpointError(NnbackError):
     """A checkpoint is missing, truncated or fails its checksum."""
+
+
+class ExportError(NnbackError):
+    """A model holds a layer or option the export format cannot express."""

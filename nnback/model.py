@@ -23,18 +23,24 @@ class Sequential:
 
     Args:
         layers: the layers, first applied first. All parameters must share one dtype.
+        input_shape: the shape of one sample as the first layer takes it, e.g.
+            (C, H, W) for images; inputs arrive as rows (N, D) and are reshaped to
+            (N, *input_shape). None: inputs go to the first layer as they are.
 
     Shape:
-        x: (N, D_in); out: (N, D_out); dout: (N, D_out); dx: (N, D_in).
+        x: (N, D_in), or (N, *input_shape); out: (N, D_out); dout: (N, D_out);
+        dx: x's shape.
 
     Attributes:
         layers: the list of layers.
         training: the mode ``forward`` uses by default; set by ``train()`` / ``eval()``.
         dtype: the parameters' dtype (float32 when there are none); inputs are cast to it.
+        input_shape: as given.
     """
 
-    def __init__(self, layers):
+    def __init__(self, layers, input_shape=None):
         self.layers = list(layers)
+        self.input_shape = None if input_shape is None else tuple(input_shape)
         self.training = True
         dtypes = {p.dtype for _, p, _ in self.parameters()}
         if len(dtypes) > 1:
@@ -45,6 +51,12 @@ class Sequential:
         self._first_trained = next((i for i, layer in enumerate(self.layers) if layer.params),
                                    len(self.layers))
         self._workspace = None
+        self._x_shape = None  # the shape of the last forward's input, for dx
+
+    def shaped_input(self, x):
+        """x as the first layer takes it: the model's dtype, rows reshaped to input_shape."""
+        out = np.asarray(x, dtype=self.dtype)
+        return out if self.input_shape is None else out.reshape(len(out), *self.input_shape)
 
     def forward(self, x, training=None, trace=None):
         """x: (N, D_in) -> out: (N, D_out), a new array; ``training`` defaults to ``self.training``.
@@ -52,8 +64,9 @@ class Sequential:
         trace: optional list; each layer's output is appended to it, first layer first.
         """
         training = self.training if training is None else training
-        out = np.asarray(x, dtype=self.dtype)
-        if not training or trace is not None or out.ndim != 2 or not self.layers:
+        self._x_shape = np.shape(x)
+        out = self.shaped_input(x)
+        if not training or trace is not None or not self.layers:
             for layer in self.layers:
                 out = layer.forward(out, training)
                 if trace is not None:
@@ -79,7 +92,7 @@ class Sequential:
                 dout = layer.backward(dout)
                 if trace is not None:
                     trace.append(dout)
-            return dout if input_grad else None
+            return dout.reshape(self._x_shape) if input_grad else None
         last = 0 if input_grad else self._first_trained
         for i in range(len(self.layers) - 1, last - 1, -1):
             layer = self.layers[i]
@@ -88,13 +101,13 @@ class Sequential:
                     layer.backward_params(dout)
                 return None
             dout = layer.backward(dout, out=workspace.gradients[i])
-        return _fresh(dout, workspace.gradients)
+        return _fresh(dout, workspace.gradients).reshape(self._x_shape)
 
     def _buffers_for(self, x):
         """The workspace for x's batch size, (re)allocated when that size changes."""
         workspace = self._workspace
-        if workspace is None or workspace.batch != len(x) or workspace.features != x.shape[1]:
-            workspace = self._workspace = _Workspace(self.layers, len(x), x.shape[1], self.dtype)
+        if workspace is None or workspace.batch != len(x) or workspace.sample_shape != x.shape[1:]:
+            workspace = self._workspace = _Workspace(self.layers, len(x), x.shape[1:], self.dtype)
         return workspace
 
     def parameters(self):
@@ -174,20 +187,20 @@ class _Workspace:
     """Arrays a model reuses across steps of one batch size.
 
     Attributes:
-        batch, features: N and D_in they were made for.
+        batch, sample_shape: N and the shape of one input sample they were made for.
         activations: per layer, the array its forward writes into; None for the last
             layer, whose output is returned to the caller.
         gradients: per layer, the array its backward writes dx into; None for the
             first layer, whose dx is returned to the caller.
     """
 
-    def __init__(self, layers, batch, features, dtype):
-        self.batch, self.features = batch, features
-        widths = [features]
+    def __init__(self, layers, batch, sample_shape, dtype):
+        self.batch, self.sample_shape = batch, sample_shape
+        shapes = [sample_shape]
         for layer in layers:
-            widths.append(layer.output_features(widths[-1]))
-        self.activations = [np.empty((batch, w), dtype) for w in widths[1:-1]] + [None]
-        self.gradients = [None] + [np.empty((batch, w), dtype) for w in widths[1:-1]]
+            shapes.append(layer.output_shape(shapes[-1]))
+        self.activations = [np.empty((batch, *s), dtype) for s in shapes[1:-1]] + [None]
+        self.gradients = [None] + [np.empty((batch, *s), dtype) for s in shapes[1:-1]]
 
 
 def _fresh(result, buffers):

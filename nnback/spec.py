@@ -62,6 +62,8 @@ class Option:
         gt, ge, lt, le: bounds of a number (greater than, at least, less than, at most).
         choices: the allowed values of a ``str`` option.
         size: more than 1 for a fixed-length list of numbers, each within the bounds.
+        pair: a number, or a list of two (height, width), each within the bounds: an
+            image window's size, step or padding.
         arg: the constructor keyword, when it differs from ``name``.
         auto: a positive integer, or ``auto`` in the YAML (only on the last layer): the
             builder puts in the output size the data and the loss need.
@@ -80,6 +82,7 @@ class Option:
     le: float | None = None
     choices: tuple = ()
     size: int = 1
+    pair: bool = False
     arg: str | None = None
     auto: bool = False
     unit: str | None = None
@@ -99,6 +102,11 @@ class Option:
 
         For a list, the index of the first bad element comes first: "[1] must be less than 1".
         """
+        if self.pair and isinstance(value, (tuple, list)):
+            if len(value) != 2:
+                return "must be a number or a list of 2 numbers"
+            return next((f"[{i}] {p}" for i, v in enumerate(value)
+                         if (p := self._scalar_problem(v)) is not None), None)
         if self.size > 1:
             if not isinstance(value, (tuple, list)) or len(value) != self.size:
                 return f"must be a list of {self.size} numbers"
@@ -124,9 +132,11 @@ class Formulas:
     """What ``nnback explain`` prints for a layer or a loss.
 
     Templates are ``str.format`` strings; they may use ``{i}`` and ``{o}`` (a layer's
-    input and output features), ``{layer}`` or ``{loss}`` (the object, for its
-    settings: ``{layer.eps}``), ``{bias}`` (`` + b`` when a Linear layer has a bias)
-    and ``{c}`` (a loss's scores per sample).
+    input and output shape per sample: ``64`` or ``1, 8, 8``), ``{layer}`` or ``{loss}``
+    (the object, for its settings: ``{layer.eps}``), ``{bias}`` (`` + b`` when a layer
+    has a bias), ``{c}`` (a loss's scores per sample) and the names a layer's
+    ``formula_sizes(in_shape)`` returns, if it has that method. A line that comes out
+    empty is left out.
 
     Attributes:
         forward: lines of the forward computation.
@@ -202,9 +212,12 @@ class LayerSpec(Spec):
             diagnostics report the share of such units.
         saturated_outside: ``(low, high)``: outputs outside this range have a local
             gradient near 0; the diagnostics report their share. None: never saturates.
+        images: the layer works on images (N, C, H, W): a network with such a layer
+            takes rows of data with an image shape as images, any other one flat rows.
     """
 
     role: str = "other"
+    images: bool = False
     formulas: Formulas | None = None
     can_die: bool = False
     saturated_outside: tuple[float, float] | None = None

@@ -267,13 +267,16 @@ def worker(library, case_name, is_tiny, torch_threads):
     """Serve ``run SECONDS`` / ``peak SIZE SECONDS`` / ``quit`` lines on stdin."""
     import numpy as np
 
-    case = tiny(CASES[case_name]) if is_tiny else CASES[case_name]
     baseline = rss_mib("VmRSS")
-    x, y = synthetic(case, np)
-    if library in TORCH_STEPS:
-        step = TORCH_STEPS[library](case, x, y, torch_threads)
+    if case_name in CONV_CASES:
+        step = conv_step(library, case_name, is_tiny, torch_threads)
     else:
-        step = STEPS[library](case, x, y)
+        case = tiny(CASES[case_name]) if is_tiny else CASES[case_name]
+        x, y = synthetic(case, np)
+        if library in TORCH_STEPS:
+            step = TORCH_STEPS[library](case, x, y, torch_threads)
+        else:
+            step = STEPS[library](case, x, y)
     reply({"ready": True})
     for line in sys.stdin:
         command, *args = line.split()
@@ -479,6 +482,220 @@ def bench_startup(repeats):
     return out
 
 
+# --- ConvNets ----------------------------------------------------------------------
+# The shipped ConvNet configs, built from their YAML by nnback and layer by layer in
+# PyTorch, one training step each (forward, loss, backward, SGD momentum) on batches
+# of 64 synthetic images; "im2col GEMMs" is the bound of the step's matrix multiplies
+# alone (the convolutions as im2col GEMMs, and the linear layers) on NumPy's BLAS.
+# ``--convnets`` also trains the configs end to end for their accuracy and time.
+
+CONV_CASES = {"digits-cnn": "config/digits-cnn.yaml", "lenet": "config/mnist-cnn.yaml"}
+CONV_TITLES = {"digits-cnn": "digits CNN (config/digits-cnn.yaml), 1x8x8, batch 64",
+               "lenet": "LeNet-5-sized (config/mnist-cnn.yaml), 1x28x28, batch 64"}
+CONV_LIBRARIES = ("nnback", "im2col-gemm", "torch")
+CONV_BATCH = 64
+
+
+def conv_network(case_name):
+    """The case's nnback model (its config's layers, float32) and the config."""
+    import numpy as np
+
+    from nnback.build import build_model
+    from nnback.config import load_config
+
+    exp = load_config(ROOT / CONV_CASES[case_name])
+    shape = {"digits-cnn": (1, 8, 8), "lenet": (1, 28, 28)}[case_name]
+    model = build_model(exp, int(np.prod(shape)), 10, np.random.default_rng(1), "bench", shape)
+    return model, exp
+
+
+def conv_images(case_name, is_tiny):
+    """Gaussian float32 rows of flat images (4 or 16 batches) and uniform labels."""
+    import numpy as np
+
+    model, _ = conv_network(case_name)
+    rng = np.random.default_rng(0)
+    rows = (4 if is_tiny else 16) * CONV_BATCH
+    x = rng.standard_normal((rows, int(np.prod(model.input_shape))), dtype=np.float32)
+    return x, rng.integers(0, 10, rows)
+
+
+def conv_step(library, case_name, is_tiny, torch_threads):
+    """The step function of one library on one ConvNet case."""
+    x, y = conv_images(case_name, is_tiny)
+    if library == "torch":
+        return torch_conv_step(case_name, x, y, torch_threads)
+    if library == "im2col-gemm":
+        return im2col_gemm_step(case_name, x)
+    from nnback.losses import SoftmaxCrossEntropy
+    from nnback.optim import SGD
+
+    model, _ = conv_network(case_name)
+    parts = model, SoftmaxCrossEntropy(), SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    next_batch = cycled_batches(x, y, CONV_BATCH)
+
+    def step():
+        nnback_train_step(*parts, *next_batch())
+        return 1
+
+    return step
+
+
+def torch_conv_step(case_name, x, y, threads):
+    """The same network in PyTorch, layer for layer."""
+    import torch
+
+    from nnback import layers as nn_layers
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(1)
+    model, _ = conv_network(case_name)
+    modules = []
+    for layer in model.layers:
+        if isinstance(layer, nn_layers.Conv2d):
+            modules.append(torch.nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                                           layer.stride, layer.padding, bias="b" in layer.params))
+        elif isinstance(layer, nn_layers.Linear):
+            modules.append(torch.nn.Linear(layer.in_features, layer.out_features))
+        elif isinstance(layer, nn_layers.MaxPool2d):
+            modules.append(torch.nn.MaxPool2d(layer.kernel_size, layer.stride))
+        elif isinstance(layer, nn_layers.Dropout):
+            modules.append(torch.nn.Dropout(layer.p))
+        else:
+            modules.append({"ReLU": torch.nn.ReLU, "Flatten": torch.nn.Flatten}[type(layer).__name__]())
+    net = torch.nn.Sequential(*modules)
+    opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    images = torch.from_numpy(x).reshape(len(x), *model.input_shape)
+    next_batch = cycled_batches(images, torch.from_numpy(y), CONV_BATCH)
+
+    def step():
+        xb, yb = next_batch()
+        opt.zero_grad()
+        loss_fn(net(xb), yb).backward()
+        opt.step()
+        return 1
+
+    return step
+
+
+def im2col_gemm_step(case_name, x):
+    """The step's matrix multiplies alone, into preallocated arrays: per convolution
+    W (F, K) @ cols (K, M), dW = dout (F, M) @ cols.T and, above the first layer,
+    dcols = W.T @ dout, with M = N * Ho * Wo; per linear layer its three GEMMs."""
+    import math
+
+    import numpy as np
+
+    from nnback import layers as nn_layers
+
+    model, _ = conv_network(case_name)
+    rng = np.random.default_rng(1)
+    shape, products = model.input_shape, []
+    for i, layer in enumerate(model.layers):
+        out_shape = layer.output_shape(shape)
+        if isinstance(layer, (nn_layers.Conv2d, nn_layers.Linear)):
+            f = out_shape[0]
+            k = layer.params["W"].size // f
+            m = CONV_BATCH * math.prod(out_shape[1:])
+            w, cols, dout = (rng.standard_normal(s, dtype=np.float32) for s in ((f, k), (k, m), (f, m)))
+            out, dw, dcols = (np.empty(s, np.float32) for s in ((f, m), (f, k), (k, m)))
+            products += [(w, cols, out), (dout, cols.T, dw)] + ([(w.T, dout, dcols)] if i else [])
+        shape = out_shape
+
+    def step():
+        for a, b, out in products:
+            np.matmul(a, b, out=out)
+        return 1
+
+    return step
+
+
+def bench_conv_case(name, seconds, rounds, is_tiny, torch_threads):
+    """Interleave ``rounds`` measurements of each library on one ConvNet case."""
+    libraries = [lib for lib in CONV_LIBRARIES if lib != "torch" or importable("torch")]
+    workers = {lib: Worker(lib, name, is_tiny, torch_threads) for lib in libraries}
+    rates = {lib: [] for lib in libraries}
+    try:
+        for w in workers.values():
+            w.read()
+        for _ in range(rounds):
+            for lib in libraries:
+                rates[lib].append(workers[lib].ask(f"run {seconds}")["steps_per_second"])
+    finally:
+        memory = {lib: w.close() for lib, w in workers.items()}
+    result = {"case": name, "title": CONV_TITLES[name], "batch": CONV_BATCH, "libraries": {}}
+    for lib in libraries:
+        result["libraries"][lib] = {
+            "samples_per_second": max(rates[lib]) * CONV_BATCH,
+            "rounds_samples_per_second": [r * CONV_BATCH for r in rates[lib]],
+            "peak_rss_mib": memory[lib]["peak_rss_mib"],
+        }
+    if "torch" in rates:  # nnback / torch in each round: the spread of the ratio
+        ratios = sorted(a / b for a, b in zip(rates["nnback"], rates["torch"], strict=True))
+        result["torch_ratio"] = {"median": ratios[len(ratios) // 2], "min": ratios[0], "max": ratios[-1]}
+    return result
+
+
+def bench_conv_training(is_tiny, workdir):
+    """Train the shipped ConvNet configs end to end (as shipped, or 2 epochs with --tiny):
+    wall seconds and test accuracy; configs whose data is not here are skipped."""
+    out = {}
+    for name, config in CONV_CASES.items():
+        _, exp = conv_network(name)
+        if exp.data.source == "mnist" and not any((ROOT / "data" / "mnist").glob("*labels*")):
+            out[name] = {"skipped": "data/mnist not fetched (nnback data fetch mnist)"}
+            continue
+        run = Path(workdir) / name
+        cmd = [sys.executable, "-m", "nnback.cli", "train", config, "--out", str(run), "-q"]
+        seconds, done = run_seconds(cmd + (["--set", "train.epochs=2"] if is_tiny else []), ROOT)
+        if done.returncode != 0:
+            raise RuntimeError(f"{config}: training failed: {done.stderr.strip()}")
+        final = json.loads((run / "summary.json").read_text())["final"]
+        out[name] = {"config": config, "wall_seconds": seconds, "test_accuracy": final["test_accuracy"]}
+    return out
+
+
+def conv_report(seconds, rounds, is_tiny, torch_threads):
+    report = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "seconds": seconds,
+              "rounds": rounds, "torch_threads": torch_threads,
+              "cases": [bench_conv_case(name, seconds, rounds, is_tiny, torch_threads)
+                        for name in CONV_CASES]}
+    with tempfile.TemporaryDirectory() as workdir:
+        report["training"] = bench_conv_training(is_tiny, workdir)
+    return report
+
+
+def format_conv_report(report):
+    """The ConvNet tables as Markdown."""
+    m = report["machine"]
+    lines = [f"{report['date']}, {m.get('cpu', '?')}, {m['cpus']} cores, numpy {m['numpy']}, "
+             f"{m.get('blas', 'BLAS unknown')}; torch with {report['torch_threads']} threads; "
+             f"best of {report['rounds']} interleaved rounds of {report['seconds']:g} s", "",
+             "| case | nnback samples/s | PyTorch samples/s | nnback / PyTorch, median (range) of rounds "
+             "| im2col GEMMs alone samples/s | peak RSS MiB nnback / PyTorch |",
+             "|---|---|---|---|---|---|"]
+    for case in report["cases"]:
+        r = case["libraries"]
+        torch = r.get("torch")
+        ratio = case.get("torch_ratio")
+        lines.append("| " + " | ".join([
+            case["title"], rate(r["nnback"]["samples_per_second"]),
+            rate(torch["samples_per_second"]) if torch else "-",
+            f"{ratio['median']:.2f}× ({ratio['min']:.2f}–{ratio['max']:.2f})" if ratio else "-",
+            rate(r["im2col-gemm"]["samples_per_second"]),
+            f"{r['nnback']['peak_rss_mib']:.0f} / {torch['peak_rss_mib']:.0f}" if torch
+            else f"{r['nnback']['peak_rss_mib']:.0f}"]) + " |")
+    lines += ["", "| config | trained | test accuracy |", "|---|---|---|"]
+    for name, result in report["training"].items():
+        if "skipped" in result:
+            lines.append(f"| {CONV_CASES[name]} | not run: {result['skipped']} | - |")
+        else:
+            lines.append(f"| {result['config']} | {result['wall_seconds']:.1f} s | "
+                         f"{100 * result['test_accuracy']:.2f}% |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", default=",".join(CASES),
@@ -495,6 +712,9 @@ def main(argv=None):
                         help="time `nnback train` against the bare step loop (mnist-shaped)")
     parser.add_argument("--startup", action="store_true",
                         help="time `nnback --help` and `nnback validate`")
+    parser.add_argument("--convnets", action="store_true",
+                        help="the ConvNet cases instead (against PyTorch if installed), and the "
+                             "shipped ConvNet configs trained end to end")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--worker", nargs=2, metavar=("LIBRARY", "CASE"), help=argparse.SUPPRESS)
@@ -510,6 +730,10 @@ def main(argv=None):
         parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
     if args.tiny:
         args.seconds, args.rounds = min(args.seconds, 0.05), 1
+    if args.convnets:
+        report = conv_report(args.seconds, args.rounds, args.tiny, args.torch_threads)
+        print(json.dumps(report, indent=2) if args.json else format_conv_report(report))
+        return 0
     skipped = [lib for lib in dict.fromkeys(args.against) if not importable(lib)]
     libraries = ["nnback", "matmul"] + [lib for lib in dict.fromkeys(args.against)
                                         if lib not in skipped]

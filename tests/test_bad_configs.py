@@ -6,6 +6,7 @@ folder.
 """
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -91,8 +92,9 @@ CASES = {
         put(train, "batch_size", 3.5), "train.batch_size: must be an integer (got 3.5)"),
     "unknown layer type": (
         put(layer(1), "type", "rellu"),
-        "model.layers[1].type: unknown value 'rellu' (did you mean 'relu'?); choose from batchnorm, "
-        "dropout, gelu, layernorm, leaky_relu, linear, relu, sigmoid, softplus, tanh"),
+        "model.layers[1].type: unknown value 'rellu' (did you mean 'relu'?); choose from avgpool2d, "
+        "batchnorm, batchnorm2d, conv2d, dropout, flatten, gelu, global_avgpool2d, layernorm, "
+        "leaky_relu, linear, maxpool2d, relu, sigmoid, softplus, tanh"),
     "layer without type": (
         drop(layer(2), "type"), "model.layers[2]: missing 'type' (which kind of entry this is)"),
     "dropout p above 1": (put(layer(2), "p", 1.5), "model.layers[2].p: must be less than 1 (got 1.5)"),
@@ -159,7 +161,7 @@ CASES = {
     "key of another data source": (
         put(data, "features", 4),
         "data.features: unknown key 'features'; valid keys: classes, noise, points_per_class, "
-        "preprocess, seed, source, split"),
+        "preprocess, seed, shape, source, split"),
     "split leaves no training rows": (
         put(data, "split", {"val": 0.5, "test": 0.5}),
         "data.split: val + test must be less than 1 (got 1)"),
@@ -296,3 +298,91 @@ def test_resume_needs_out(in_tmp):
     (in_tmp / "cfg.yaml").write_text(yaml.safe_dump(BASE))
     assert_user_error(invoke("train", "cfg.yaml", "--resume"),
                       ["--resume and --skip-if-done need a fixed run folder: add --out DIR"])
+
+
+IMAGES = {
+    "name": "tiny-cnn",
+    "data": {"source": "digits", "shape": [1, 8, 8], "split": {"val": 0.2}},
+    "model": {"layers": [
+        {"type": "conv2d", "channels": 4, "kernel": 3, "padding": 1},
+        {"type": "relu"},
+        {"type": "maxpool2d", "kernel": 2},
+        {"type": "flatten"},
+        {"type": "linear", "units": "auto"},
+    ]},
+    "loss": "softmax_cross_entropy",
+    "optimizer": {"type": "sgd", "lr": 0.1},
+    "train": {"epochs": 1},
+}
+
+
+def image_layer(i):
+    return lambda cfg: cfg["model"]["layers"][i]
+
+
+IMAGE_CASES = {
+    "kernel larger than the padded input": (
+        put(image_layer(0), "kernel", 11),
+        "cfg.yaml: model.layers[0]: Conv2d(1, 4, kernel_size=11, padding=1): the 11x11 window is larger "
+        "than its input 10x10 (padding 1x1); input (N, 1, 8, 8)"),
+    "pooling leaves no pixels": (
+        put(image_layer(2), "kernel", [2, 9]),
+        "cfg.yaml: model.layers[2]: MaxPool2d(kernel_size=(2, 9)): the 2x9 window is larger than its "
+        "input 8x8; input (N, 4, 8, 8)"),
+    "linear on images without flatten": (
+        lambda cfg: cfg["model"]["layers"].pop(3),
+        "cfg.yaml: model.layers[3]: Linear needs flat input (N, D), got (N, 4, 4, 4): flatten it first"),
+    "image layer without an image shape": (
+        put(top, "data", {"source": "spiral"}),
+        "cfg.yaml: model.layers[0]: conv2d needs images, but the data rows have no image shape: "
+        "give data.shape: [C, H, W] (2 values per row)"),
+    "batchnorm2d on flat rows": (
+        lambda cfg: cfg["model"]["layers"].insert(4, {"type": "batchnorm2d"}),
+        "cfg.yaml: model.layers[4]: BatchNorm2d(64, eps=1e-05, momentum=0.1) needs images "
+        "(N, C, H, W), got (N, 64)"),
+    "zero kernel": (
+        put(image_layer(0), "kernel", 0), "cfg.yaml: model.layers[0].kernel: must be at least 1 (got 0)"),
+    "negative padding": (
+        put(image_layer(0), "padding", -1), "cfg.yaml: model.layers[0].padding: must be at least 0 (got -1)"),
+    "zero channels": (
+        put(image_layer(0), "channels", 0),
+        "cfg.yaml: model.layers[0].channels: must be greater than 0 (got 0)"),
+    "unknown conv option": (
+        put(image_layer(0), "filters", 8),
+        "cfg.yaml: model.layers[0].filters: unknown key 'filters'; valid keys: bias, channels, init, "
+        "kernel, padding, stride, type"),
+    "pool without kernel": (
+        lambda cfg: cfg["model"]["layers"][2].pop("kernel"),
+        "cfg.yaml: model.layers[2].kernel: required key is missing"),
+    "shape of the wrong size": (
+        put(data, "shape", [1, 9, 9]),
+        "data.shape: [1, 9, 9] is 81 values per row, but the data has 64 features per row"),
+    "shape with a zero": (
+        put(data, "shape", [1, 0, 8]), "cfg.yaml: data.shape[1]: must be at least 1 (got 0)"),
+    "per-channel scaling": (
+        put(data, "preprocess", {"type": "scale", "factor": 0.5, "per_channel": True}),
+        "cfg.yaml: data.preprocess.per_channel: only for standardize and minmax (type is scale)"),
+    "per-channel without images": (
+        lambda cfg: cfg.update(data={"source": "spiral", "preprocess": {"type": "standardize",
+                                                                         "per_channel": True}},
+                               model={"mlp": {"hidden": [4]}}),
+        "data.preprocess.per_channel: needs images: give data.shape: [C, H, W]"),
+}
+
+
+@pytest.mark.parametrize("case", list(IMAGE_CASES))
+def test_bad_image_config_names_the_layer_and_shapes(in_tmp, case):
+    edit, message = IMAGE_CASES[case]
+    cfg = copy.deepcopy(IMAGES)
+    edit(cfg)
+    (in_tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    assert_user_error(invoke("validate", "cfg.yaml"), [message])
+    assert_user_error(invoke("train", "cfg.yaml"), [message])
+    assert not (in_tmp / "runs").exists()
+
+
+def test_image_base_config_is_valid(in_tmp):
+    (in_tmp / "cfg.yaml").write_text(yaml.safe_dump(IMAGES))
+    result = invoke("validate", "cfg.yaml")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^3 Flatten\(\)\s+\(N, 64\)\s+0\s+32\.0 KiB$", result.stdout, re.MULTILINE)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -17,10 +18,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from nnback.config import load_config
 from nnback.data import load_data
-from nnback.errors import EXIT_IO, EXIT_LOCKED, EXIT_SIGINT, EXIT_SIGTERM, EXIT_TIME_LIMIT, EXIT_USAGE
+from nnback.errors import (
+    EXIT_IO,
+    EXIT_LOCKED,
+    EXIT_SIGHUP,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_TIME_LIMIT,
+    EXIT_USAGE,
+)
 from nnback.runfolder.atomic import TEMP_SUFFIX
 from nnback.runfolder.checkpoint import CheckpointStore
 from nnback.runfolder.jsonl import read_jsonl
@@ -70,7 +80,7 @@ def temp_files(folder: Path) -> list[Path]:
 def wait_for_training(proc: subprocess.Popen) -> None:
     """Read stdout up to the ``run folder`` line, printed just before the first step."""
     for line in proc.stdout:
-        if line.startswith("run folder "):
+        if " run folder " in line:
             return
     proc.wait(timeout=30)
     pytest.fail(f"nnback exited with {proc.returncode} before training: {proc.stderr.read()}")
@@ -200,10 +210,11 @@ def test_a_skipped_batch_leaves_the_running_statistics_as_they_were(write_config
         np.testing.assert_array_equal(array, before[name], err_msg=name)
 
 
-# --- SIGTERM / SIGINT and the time budget ---------------------------------------------------
+# --- SIGTERM / SIGINT / SIGHUP and the time budget ---------------------------------------------------
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, EXIT_SIGTERM), (signal.SIGINT, EXIT_SIGINT)])
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, EXIT_SIGTERM), (signal.SIGINT, EXIT_SIGINT),
+                                       (signal.SIGHUP, EXIT_SIGHUP)])
 def test_signal_stops_with_checkpoint_and_resume_is_exact(medium, nnback, nnback_start, tmp_path,
                                                           sig, code):
     cfg, reference = medium
@@ -225,6 +236,30 @@ def test_signal_stops_with_checkpoint_and_resume_is_exact(medium, nnback, nnback
     resume_to_end(nnback, cfg, run)
     assert_same_model(run, reference)
     assert metric_rows(run) == metric_rows(reference)
+
+
+def test_the_printed_command_continues_a_run_started_without_out(tiny, nnback_start, tmp_path):
+    """After Ctrl-C, the last line names the command that continues the run (in the
+    folder nnback chose), and that command, run as printed, resumes it."""
+    cfg, _ = tiny
+    slow = tmp_path / "slow.yaml"
+    config = yaml.safe_load(cfg.read_text())
+    config["train"]["epochs"] = 100_000
+    config["output"] = {"dir": "runs"}
+    slow.write_text(yaml.safe_dump(config))
+    proc = nnback_start("train", slow.name, "--set", "seed=3")
+    wait_for_training(proc)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == EXIT_SIGINT, stderr
+    command = shlex.split(stdout.splitlines()[-1].split("continue with: ")[1])
+    run = next((tmp_path / "runs" / "tiny").iterdir()).relative_to(tmp_path)
+    assert command == ["nnback", "train", slow.name, "--set", "seed=3", "--out", str(run), "--resume"]
+    resumed = nnback_start(*command[1:])
+    assert f" resuming from {run}" in next(resumed.stdout)
+    wait_for_training(resumed)
+    resumed.send_signal(signal.SIGTERM)
+    assert resumed.wait(timeout=30) == EXIT_SIGTERM
 
 
 def test_time_budget_stops_cleanly_and_resume_is_exact(medium, nnback_cli, tmp_path):
@@ -249,7 +284,8 @@ def test_time_budget_stops_cleanly_and_resume_is_exact(medium, nnback_cli, tmp_p
 
 
 def copy_run(reference: Path, run: Path) -> CheckpointStore:
-    """Copy a run folder, keeping ``last.npz`` a hard link to the newest step file."""
+    """Copy a run folder, with ``last.npz`` a hard link to the newest step file (as
+    earlier versions wrote it)."""
     shutil.copytree(reference, run)
     store = CheckpointStore(run)
     store.last_path.unlink()
@@ -283,7 +319,7 @@ def test_damaged_last_checkpoint_falls_back_and_finishes_identically(tiny, nnbac
     newest, previous = store.step_paths()[:2]
     damage(store.last_path)  # the same file as the newest step file
     done = resume_to_end(nnback, cfg, run)
-    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning: ")]
+    warnings = [line for line in done.stderr.splitlines() if line[20:].startswith("warning: ")]
     assert len(warnings) == 2
     assert str(store.last_path) in warnings[0] and str(newest) in warnings[1]
     assert all(f"falling back to {previous}" in line for line in warnings)
@@ -302,7 +338,7 @@ def test_damaged_last_copy_falls_back_to_the_completed_step_file(tiny, nnback, t
     store.last_path.write_bytes(data[: len(data) // 3])  # no longer the step file's inode
     before = files_state(run)
     done = resume_to_end(nnback, cfg, run)
-    assert done.stderr.startswith(f"warning: {store.last_path}: ")
+    assert done.stderr[20:].startswith(f"warning: {store.last_path}: ")
     assert f"falling back to {store.step_paths()[0]}" in done.stderr
     assert "already completed" in done.stdout
     assert files_state(run) == before

@@ -98,3 +98,17 @@ def test_unknown_case_is_a_usage_error():
 def test_flops_count_three_products_per_layer_but_no_input_gradient():
     case = load_bench().Case((4, 3, 2), batch=5, samples=10)
     assert case.flops() == 2 * 5 * (3 * (4 * 3 + 3 * 2) - 4 * 3)
+
+
+def test_convnet_cases_report_nnback_the_gemm_bound_and_training():
+    report = json.loads(run("--json", "--convnets"))
+    bench = load_bench()
+    assert [c["case"] for c in report["cases"]] == list(bench.CONV_CASES)
+    for case in report["cases"]:
+        for lib in ("nnback", "im2col-gemm"):
+            assert case["libraries"][lib]["samples_per_second"] > 0, lib
+        assert case["libraries"]["nnback"]["peak_rss_mib"] > 0
+        if "torch" in case["libraries"]:
+            assert case["torch_ratio"]["min"] <= case["torch_ratio"]["median"] <= case["torch_ratio"]["max"]
+    digits = report["training"]["digits-cnn"]
+    assert digits["wall_seconds"] > 0 and 0 <= digits["test_accuracy"] <= 1

@@ -22,7 +22,7 @@ STEP = 1e-6  # how far "just inside" and "just outside" are from a bound of a fl
 
 def make_layer(cls, **kwargs):
     accepted = inspect.signature(cls).parameters
-    sizes = {"in_features": 4, "num_features": 4, "out_features": 3}
+    sizes = {"in_features": 4, "num_features": 4, "in_channels": 4, "out_features": 3}
     return cls(**{**{k: v for k, v in sizes.items() if k in accepted}, **kwargs})
 
 

@@ -123,12 +123,13 @@ def _step_names(store):
     return [p.name for p in store.step_paths()]
 
 
-def test_store_keeps_last_k_and_links_last(tmp_path):
+def test_store_keeps_last_k_and_an_independent_copy_as_last(tmp_path):
     store = CheckpointStore(tmp_path, keep=2)
     for step in (10, 20, 30):
         store.save(step, _arrays(step), {**META, "step": step})
     assert _step_names(store) == ["step-000000030.npz", "step-000000020.npz"]
-    assert os.path.samefile(store.last_path, store.step_path(30))
+    assert not os.path.samefile(store.last_path, store.step_path(30))
+    assert store.last_path.read_bytes() == store.step_path(30).read_bytes()
     latest = store.load_latest()
     assert latest.path == store.last_path
     assert latest.meta["step"] == 30
@@ -137,23 +138,28 @@ def test_store_keeps_last_k_and_links_last(tmp_path):
     assert not [p for p in store.dir.iterdir() if p.name.endswith(TEMP_SUFFIX)]
 
 
-def test_store_without_hard_links_copies_last(tmp_path, monkeypatch):
-    def no_links(src, dst):
-        raise OSError(1, "Operation not permitted")
-
-    monkeypatch.setattr(os, "link", no_links)
-    store = CheckpointStore(tmp_path)
-    store.save(5, _arrays(), META)
-    assert not os.path.samefile(store.last_path, store.step_path(5))
-    assert store.last_path.read_bytes() == store.step_path(5).read_bytes()
+def test_keep_3_holds_three_independent_saves_besides_last(tmp_path):
+    """Damage every file but one, each in turn: the one left is always found."""
+    store = CheckpointStore(tmp_path, keep=3)
+    for step in (100, 110, 120, 130):
+        store.save(step, _arrays(step), {**META, "step": step})
+    files = [store.last_path, *store.step_paths()]
+    assert len({os.stat(f).st_ino for f in files}) == 4
+    contents = {f: f.read_bytes() for f in files}
+    for intact in files:
+        for f in files:
+            f.write_bytes(contents[f] if f == intact else contents[f][:200])
+        latest = store.load_latest()
+        assert latest.path == intact
+        assert latest.meta["step"] == (130 if intact == store.last_path else int(intact.stem[5:]))
 
 
 def test_load_latest_falls_back_past_corrupt_files(tmp_path):
     store = CheckpointStore(tmp_path, keep=3)
     for step in (100, 110, 120, 130):
         store.save(step, _arrays(step), {**META, "step": step})
-    # last.npz is the same file as step 130: damaging one damages both.
-    store.step_path(130).write_bytes(store.step_path(130).read_bytes()[:200])
+    for path in (store.last_path, store.step_path(130)):
+        path.write_bytes(path.read_bytes()[:200])
     latest = store.load_latest()
     assert latest.path == store.step_path(120)
     assert latest.meta["step"] == 120
@@ -170,6 +176,7 @@ def test_load_latest_none_without_checkpoints_and_error_when_all_bad(tmp_path):
     assert store.load_latest() is None
     store.save(1, _arrays(), META)
     store.step_path(1).write_bytes(b"")
+    store.last_path.write_bytes(b"")
     with pytest.raises(CheckpointError, match=rf"^{store.dir}: no readable checkpoint \("):
         store.load_latest()
 

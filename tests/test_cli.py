@@ -51,8 +51,8 @@ def tiny(tmp_path, monkeypatch):
 @pytest.mark.parametrize("command, options", [
     ([], ["train", "validate", "eval", "predict", "gradcheck", "runs", "plot", "diagnose", "explain",
           "schema", "init", "sweep", "data"]),
-    (["train"], ["--set", "--out", "--resume", "--force", "--max-time", "--skip-if-done", "--quiet",
-                 "--log-format"]),
+    (["train"], ["--set", "--out", "--resume", "--force", "--max-time", "--skip-if-done", "--threads",
+                 "--quiet", "--log-format"]),
     (["validate"], ["CONFIG", "--set"]),
     (["eval"], ["RUN", "--split", "--data", "--format", "--json"]),
     (["predict"], ["RUN", "INPUT", "--out"]),
@@ -115,11 +115,11 @@ def test_validate_prints_config_and_layer_table(monkeypatch):
         "config/digits-mlp.yaml").model_dump(mode="json")
     rows = [re.split(r"\s{2,}", line.strip()) for line in lines if re.match(r"(input|\d+ )", line)]
     assert rows == [
-        ["input", "(N, 64)", "0"],
-        ["0 Linear(64, 128)", "(N, 128)", "8,320"],
-        ["1 ReLU()", "(N, 128)", "0"],
-        ["2 Dropout(p=0.1)", "(N, 128)", "0"],
-        ["3 Linear(128, 10)", "(N, 10)", "1,290"],
+        ["input", "(N, 64)", "0", "16.0 KiB"],  # a batch of 64 in float32
+        ["0 Linear(64, 128)", "(N, 128)", "8,320", "64.0 KiB"],  # the output and its gradient
+        ["1 ReLU()", "(N, 128)", "0", "64.0 KiB"],
+        ["2 Dropout(p=0.1)", "(N, 128)", "0", "64.0 KiB"],
+        ["3 Linear(128, 10)", "(N, 10)", "1,290", "5.0 KiB"],
     ]
     assert "total parameters: 9,610 (37.5 KiB of float32)" in result.stdout
     assert "data: classification, 64 features, 10 classes, train 1259, val 269, test 269" in result.stdout
@@ -129,7 +129,7 @@ def test_validate_prints_config_and_layer_table(monkeypatch):
 def test_validate_applies_overrides(tiny):
     result = invoke("validate", tiny, "--set", "model.layers.0.units=5")
     assert result.exit_code == 0, result.output
-    assert re.search(r"^0 Linear\(2, 5\)\s+\(N, 5\)\s+15$", result.stdout, re.MULTILINE)
+    assert re.search(r"^0 Linear\(2, 5\)\s+\(N, 5\)\s+15\s+\d", result.stdout, re.MULTILINE)
 
 
 @pytest.mark.parametrize("config", ["digits-mlp", "spiral-hidden", "spiral-linear"])
@@ -156,8 +156,10 @@ def test_gradcheck_fails_on_a_broken_layer(monkeypatch):
 def test_train_text_lines_without_progress_bar(tiny):
     result = invoke("train", tiny, "--out", "run")
     assert result.exit_code == 0, result.output
-    lines = result.stdout.splitlines()
     assert "\r" not in result.stdout and "\033" not in result.stdout
+    for line in result.stdout.splitlines():  # each line starts with the local time
+        datetime.datetime.strptime(line[:20], "%Y-%m-%d %H:%M:%S ")
+    lines = [line[20:] for line in result.stdout.splitlines()]
     assert lines[0].startswith("run folder run  (")
     epochs = [line for line in lines if line.startswith("epoch ")]
     assert len(epochs) == 4
@@ -188,7 +190,8 @@ def test_progress_bar_only_on_a_terminal():
     console.progress(1, 3, 5, 10, 0.5)
     console.info("done")
     assert console.live
-    assert term.text == "\repoch 1/3 [############------------] 5/10 loss 0.5000\r\033[Kdone\n"
+    assert re.fullmatch(r"\repoch 1/3 \[#{12}-{12}\] 5/10 loss 0.5000\r\033\[K"
+                        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d done\n", term.text)
     assert not Console("json", stream=Terminal()).live
 
 
@@ -197,8 +200,18 @@ def test_train_json_log_format(tiny):
     assert result.exit_code == 0, result.output
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert [e["event"] for e in events] == ["info"] + ["eval"] * 4 + ["info"]
+    assert all(datetime.datetime.fromisoformat(e["time"]).tzinfo is not None for e in events)
     metrics = [json.loads(line) for line in Path("run/metrics.jsonl").read_text().splitlines()]
-    assert [{k: v for k, v in e.items() if k != "event"} for e in events[1:-1]] == metrics
+    assert [{k: v for k, v in e.items() if k not in ("event", "time")} for e in events[1:-1]] == metrics
+
+
+def test_train_errors_in_json_log_format_are_json(tiny):
+    assert invoke("train", tiny, "--out", "run", "-q").exit_code == 0
+    result = invoke("train", tiny, "--out", "run", "--log-format", "json")
+    assert result.exit_code == 2
+    [error] = [json.loads(line) for line in result.stderr.splitlines()]
+    assert (error["event"], error["exit_code"]) == ("error", 2)
+    assert error["message"].startswith("run: already holds a run; add --resume")
 
 
 def test_train_quiet_prints_nothing(tiny):

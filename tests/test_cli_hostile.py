@@ -4,16 +4,13 @@ and one line on stderr naming what and where, never a traceback or a second line
 
 from __future__ import annotations
 
-import json
-import shlex
-
 import numpy as np
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nnback.errors import EXIT_TIME_LIMIT, ConfigError, DataError, NnbackError, one_line
+from nnback.errors import ConfigError, DataError, NnbackError, one_line
 
 # Settings for every property: bounded, reproducible, no per-example deadline.
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
@@ -161,21 +158,6 @@ def test_set_a_key_inside_a_list_item_that_holds_a_value(data_folder, nnback_cli
     cfg.write_text(yaml.safe_dump(_with_data({"features": ["a", "b"]})), encoding="utf-8")
     assert one_error_line(nnback_cli("validate", cfg, "--set", "data.features.0.x=1")) == (
         "error: --set data.features.0.x=1: data.features.0 is 'a', not a mapping or list")
-
-
-def test_a_stopped_run_names_the_command_that_continues_it(write_config, nnback_cli, tmp_path):
-    """Without --out the hint "--resume" alone fails; the printed command works as shown."""
-    cfg = write_config({"train": {"epochs": 2}})
-    stopped = nnback_cli("train", cfg, "--max-time", "0s")
-    assert stopped.returncode == EXIT_TIME_LIMIT, stopped.stderr
-    (run,) = (tmp_path / "runs" / "tiny").iterdir()
-    folder = run.relative_to(tmp_path)
-    last = stopped.stdout.splitlines()[-1]
-    command = f"nnback train {folder / 'config.yaml'} --out {folder} --resume"
-    assert last.endswith(f"; continue with: {command}")
-    resumed = nnback_cli(*shlex.split(command)[1:])
-    assert resumed.returncode == 0, resumed.stderr
-    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
 
 
 @pytest.mark.parametrize("args, line", [

@@ -165,7 +165,7 @@ def test_missing_section_without_a_misspelling():
 def test_key_of_the_wrong_data_variant_lists_the_valid_ones():
     raw = {**TINY, "data": {"source": "digits", "classes": 3}}
     assert messages(raw) == ["cfg.yaml: data.classes: unknown key 'classes'; valid keys: preprocess, "
-                             "seed, source, split"]
+                             "seed, shape, source, split"]
 
 
 def test_check_messages_name_nested_keys():

@@ -227,3 +227,21 @@ def test_after_update_needs_before_update(tmp_path):
     with pytest.raises(RuntimeError, match="without before_update"):
         recorder.after_update(100, 1, model, trace_f, trace_b, 0.1)
     recorder.close()
+
+
+def test_relu_dead_units_of_feature_maps_are_channels():
+    out = np.ones((4, 3, 5, 5))
+    out[:, 1] = 0  # a dead channel
+    out[:, 2] = 0
+    out[2, 2, 4, 4] = 1.0  # alive: one pixel of one sample fires
+    assert activation_stats(ReLU(), out)["dead"] == pytest.approx(1 / 3)
+
+
+def test_convolution_kernels_count_as_weight_matrices():
+    from nnback.layers import Conv2d, Flatten
+
+    rng = np.random.default_rng(0)
+    model = Sequential([Conv2d(1, 2, 3, rng=rng), Flatten(), Linear(8, 2, rng=rng)], input_shape=(1, 4, 3))
+    stats = parameter_stats(model, {name: p.copy() for name, p, _ in model.parameters()})
+    assert {name: s["matrix"] for name, s in stats.items()} == {
+        "0.W": True, "0.b": False, "2.W": True, "2.b": False}

@@ -48,9 +48,28 @@ def explained_and_gradchecked(path) -> list[str]:
     return explain_config(path).splitlines()
 
 
+# Image layers, each between a convolution and a flatten, on blobs as 1x4x4 images.
+IMAGE_LAYERS = {"conv2d": {"type": "conv2d", "channels": 3, "kernel": [2, 3], "padding": 1},
+                "maxpool2d": {"type": "maxpool2d", "kernel": 2},
+                "avgpool2d": {"type": "avgpool2d", "kernel": [1, 2], "stride": 1}}
+
+
+def image_experiment(tmp_path, layer):
+    """``experiment`` for an image layer: Gaussian blobs read as 1x4x4 images."""
+    path = experiment(tmp_path, data={**CLASSES, "features": 16, "shape": [1, 4, 4]})
+    config = yaml.safe_load(path.read_text())
+    config["model"]["layers"] = [{"type": "conv2d", "channels": 2, "kernel": 3, "padding": 1}, layer,
+                                 {"type": "flatten"}, {"type": "linear", "units": "auto"}]
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 @pytest.mark.parametrize("name", LAYERS)
 def test_every_layer(name, tmp_path):
-    path = experiment(tmp_path, {"type": name, "units": 4} if name == "linear" else name)
+    if LAYERS[name].spec.images:
+        path = image_experiment(tmp_path, IMAGE_LAYERS.get(name, name))
+    else:
+        path = experiment(tmp_path, {"type": name, "units": 4} if name == "linear" else name)
     exp, model = built(path)
     assert exp.model.layers[1].type == name and type(model[1]) is LAYERS[name]
     lines = explained_and_gradchecked(path)

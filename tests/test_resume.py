@@ -94,10 +94,11 @@ def train_and_stop(config: Path, run: Path, monkeypatch) -> None:
     """Train into ``run`` with a stop request (as SIGTERM makes) after epoch STOP_AFTER."""
     evaluate = Trainer._evaluate
 
-    def stop_after_epoch(self, *args):
-        evaluate(self, *args)
+    def stop_after_epoch(self):
+        record = evaluate(self)
         if self.progress.epoch == STOP_AFTER and self.progress.batch == 0:
             self.stop_reason = "SIGTERM"
+        return record
 
     with monkeypatch.context() as patch:
         patch.setattr(Trainer, "_evaluate", stop_after_epoch)
@@ -115,10 +116,10 @@ def test_stop_request_then_resume(reference, tmp_path, monkeypatch):
     resume_to_the_end(config, run, ref)
 
 
-def test_killed_after_a_checkpoint_then_resume(reference, tmp_path):
-    config, ref = reference
-    run = tmp_path / "run"
-    shutil.copytree(ref, run)
+def killed_after_a_checkpoint(reference: Path, run: Path) -> int:
+    """``run``: the reference folder as a kill right after epoch STOP_AFTER's checkpoint
+    left it; returns the step of its best.npz."""
+    shutil.copytree(reference, run)
     checkpoints = run / "checkpoints"
     step = 6 * STOP_AFTER
     for path in checkpoints.iterdir():
@@ -132,7 +133,33 @@ def test_killed_after_a_checkpoint_then_resume(reference, tmp_path):
     best = min(metrics(run)[:STOP_AFTER], key=lambda record: record["val_loss"])
     shutil.copy(checkpoints / f"step-{best['step']:09d}.npz", checkpoints / "best.npz")
     assert len(metrics(run)) > STOP_AFTER  # lines written after the checkpoint are dropped
+    return best["step"]
+
+
+def test_killed_after_a_checkpoint_then_resume(reference, tmp_path):
+    config, ref = reference
+    run = tmp_path / "run"
+    killed_after_a_checkpoint(ref, run)
     resume_to_the_end(config, run, ref)
+
+
+@pytest.mark.parametrize("step_file_too", [False, True])
+def test_a_damaged_best_checkpoint_does_not_block_resume(reference, tmp_path, step_file_too):
+    """best.npz is taken from the step checkpoint of the same weights; without that one,
+    the best is tracked again from the resumed checkpoint (the reference's best comes
+    later, so the run still ends with the same weights)."""
+    config, ref = reference
+    run = tmp_path / "run"
+    best_step = killed_after_a_checkpoint(ref, run)
+    best = run / "checkpoints" / "best.npz"
+    best.write_bytes(best.read_bytes()[:1000])
+    if step_file_too:
+        (run / "checkpoints" / f"step-{best_step:09d}.npz").unlink()
+    result = invoke("train", config, "--out", run, "--resume", "-q")
+    assert result.exit_code == 0, result.output
+    assert f"warning: {best}: truncated or not an .npz file" in result.stderr
+    assert ("best weights so far" in result.stderr) == step_file_too
+    assert_same_run(run, ref)
 
 
 def test_resume_of_a_finished_run_changes_nothing(reference, tmp_path):
@@ -171,6 +198,40 @@ def test_a_refused_resume_names_the_command_that_continues_with_the_saved_settin
     resume_to_the_end(run / "config.yaml", run, ref)
 
 
+def test_stop_at_an_epoch_boundary_then_resume_logs_that_epochs_learning_rate(reference, tmp_path,
+                                                                            monkeypatch):
+    """Stopped after the last step of an epoch, before its evaluation: the resumed run
+    logs that evaluation with the learning rate of the step just taken (cosine schedule)."""
+    config, ref = reference
+    train_on_batch = Trainer._train_on_batch
+
+    def stop_at_epoch_end(self, idx):
+        train_on_batch(self, idx)
+        if self.progress.epoch == STOP_AFTER - 1 and self.progress.batch == self.steps_in_epoch:
+            self.stop_reason = "SIGTERM"
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_train_on_batch", stop_at_epoch_end)
+        stopped = invoke("train", config, "--out", run, "-q")
+    assert stopped.exit_code == EXIT_SIGTERM
+    assert len(metrics(run)) == STOP_AFTER - 1
+    resume_to_the_end(config, run, ref)
+
+
+def test_the_summary_counts_the_time_of_every_segment(reference, tmp_path, monkeypatch):
+    config, _ = reference
+    clock = iter(range(0, 10 ** 6, 10))  # every reading of the clock is 10 s after the last
+    monkeypatch.setattr("nnback.train.trainer.time.monotonic", lambda: next(clock))
+    run = tmp_path / "run"
+    train_and_stop(config, run, monkeypatch)
+    first = json.loads((run / "summary.json").read_text())["wall_seconds"]
+    assert invoke("train", config, "--out", run, "--resume", "-q").exit_code == 0
+    total = json.loads((run / "summary.json").read_text())["wall_seconds"]
+    assert first > 0
+    assert total > first + 10 * 6 * (6 - STOP_AFTER)  # ten seconds a step, at the least
+
+
 def test_resume_accepts_a_config_saved_with_null_weight_decay(reference, tmp_path):
     """Earlier versions wrote adam's default weight decay as null; it resolves to 0 now."""
     config, ref = reference
@@ -183,3 +244,46 @@ def test_resume_accepts_a_config_saved_with_null_weight_decay(reference, tmp_pat
     result = invoke("train", config, "--out", run, "--resume")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().endswith("the run is already completed")
+
+
+CONVNET = {
+    "name": "resume-cnn",
+    "seed": 3,
+    "data": {"source": "digits", "split": {"val": 0.5, "test": 0.3},
+             "preprocess": {"type": "standardize", "per_channel": True}},
+    "model": {"layers": [
+        {"type": "conv2d", "channels": 4, "kernel": 3, "padding": 1},
+        {"type": "batchnorm2d"},
+        {"type": "relu"},
+        {"type": "maxpool2d", "kernel": 2},
+        {"type": "conv2d", "channels": 6, "kernel": [2, 3], "stride": 2},
+        {"type": "relu"},
+        {"type": "flatten"},
+        {"type": "dropout", "p": 0.2},
+        {"type": "linear", "units": "auto"},
+    ]},
+    "loss": "softmax_cross_entropy",
+    "optimizer": {"type": "sgd", "lr": 0.05, "momentum": 0.9},
+    "train": {"epochs": 4, "batch_size": 32, "checkpoint": {"keep": 100}},
+}
+
+
+def test_convnet_killed_after_a_checkpoint_resumes_bit_identically(tmp_path):
+    config = tmp_path / "cnn.yaml"
+    config.write_text(yaml.safe_dump(CONVNET))
+    reference = tmp_path / "reference"
+    result = invoke("train", config, "--out", reference, "-q")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    checkpoints = run / "checkpoints"
+    step = metrics(run)[1]["step"]  # killed right after the checkpoint of epoch 2
+    for path in checkpoints.iterdir():
+        if path.name in ("last.npz", "best.npz") or int(path.stem.split("-")[1]) > step:
+            path.unlink()
+    (run / "model.npz").unlink()
+    (run / "summary.json").unlink()
+    shutil.copy(checkpoints / f"step-{step:09d}.npz", checkpoints / "last.npz")
+    best = min(metrics(run)[:2], key=lambda record: record["val_loss"])
+    shutil.copy(checkpoints / f"step-{best['step']:09d}.npz", checkpoints / "best.npz")
+    resume_to_the_end(config, run, reference)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from nnback.build import build_loss, build_network
+from nnback.commands.validate import layer_shapes, shape_text
 from nnback.config import load_config
 from nnback.data import load_data
 
@@ -26,21 +27,25 @@ def _block(label: str, lines: list[str]) -> list[str]:
     return [f"    {label if k == 0 else '':<12}{line}" for k, line in enumerate(lines)]
 
 
-def explain_layer(index: int, layer, d_in: int) -> list[str]:
-    """The lines for one layer fed ``d_in`` features."""
-    d_out = layer.output_features(d_in)
+def explain_layer(index: int, layer, in_shape) -> list[str]:
+    """The lines for one layer fed samples of ``in_shape`` (a tuple, or D for (D,))."""
+    in_shape = (in_shape,) if isinstance(in_shape, int) else tuple(in_shape)
+    out_shape = layer.output_shape(in_shape)
+    i, o = (", ".join(map(str, shape)) for shape in (in_shape, out_shape))
     params = ", ".join(f"{k} {tuple(p.shape)}" for k, p in layer.params.items())
     lines = [f"[{index}] {layer!r}",
-             f"    shapes      x (N, {d_in}) -> out (N, {d_out})" + (f";  {params}" if params else "")]
+             f"    shapes      x (N, {i}) -> out (N, {o})" + (f";  {params}" if params else "")]
     formulas = _formulas(layer)
     if formulas is None:
         summary = (type(layer).__doc__ or "no formula recorded for this layer").strip().splitlines()[0]
         return lines + _block("forward", [summary])
+    sizes = layer.formula_sizes(in_shape) if hasattr(layer, "formula_sizes") else {}
 
     def fill(template: str) -> str:
-        return template.format(i=d_in, o=d_out, layer=layer, bias=" + b" if "b" in layer.params else "")
+        return template.format(i=i, o=o, layer=layer, bias=" + b" if "b" in layer.params else "",
+                               **sizes)
 
-    lines += _block("forward", [fill(t) for t in formulas.forward])
+    lines += _block("forward", [line for line in map(fill, formulas.forward) if line])
     backward = ["passes back  " + fill(formulas.passes[0])]
     backward += ["             " + fill(t) for t in formulas.passes[1:]]
     kept = [fill(f) for key, f in formulas.keeps if key in layer.params]
@@ -73,26 +78,25 @@ def explain_model(model, n_features: int, loss=None) -> str:
     """The staged computation of ``model`` (a Sequential) on ``n_features`` inputs.
 
     Args:
-        model: the network; each layer's ``output_features`` gives the shapes.
-        n_features: D_in of the first layer.
+        model: the network; each layer's ``output_shape`` gives the shapes.
+        n_features: D_in of each input row (reshaped to ``model.input_shape`` if set).
         loss: the loss object, explained after the last layer; None to leave it out.
     """
+    shapes = layer_shapes(model, n_features)
     lines = [
         f"{len(model.layers)} layers, {model.num_parameters():,} parameters ({model.dtype}), "
-        f"input (N, {n_features}) for a batch of N samples.",
+        f"input {shape_text(shapes[0])} for a batch of N samples.",
         "Forward runs top to bottom. Backward runs bottom to top: each layer receives dout = dL/d(out),",
         "passes back dx = dL/dx (the chain rule: dout times its local gradient) and keeps the",
         "gradients of its own parameters for the optimizer. Every gradient has the shape of its",
         "variable: dx that of x, dW that of W.",
         "",
     ]
-    width = n_features
     for index, layer in enumerate(model.layers):
-        lines += explain_layer(index, layer, width)
+        lines += explain_layer(index, layer, shapes[index])
         lines.append("")
-        width = layer.output_features(width)
     if loss is not None:
-        lines += explain_loss(loss, width)
+        lines += explain_loss(loss, shapes[-1][0])
     return "\n".join(lines).rstrip()
 
 

@@ -92,6 +92,11 @@ class PreprocessConfig(_Strict):
         description="Multiplier for type scale, e.g. 0.00392156862745098 (1/255) "
                     "for 8-bit pixels; not used by the other types.",
     )
+    per_channel: bool = Field(
+        False,
+        description="standardize/minmax only: one statistic per image channel (over "
+                    "all its pixels) instead of one per feature; needs an image shape.",
+    )
 
     @model_validator(mode="after")
     def _factor_only_for_scale(self) -> PreprocessConfig:
@@ -99,7 +104,12 @@ class PreprocessConfig(_Strict):
             raise ValueError("type scale needs a factor, e.g. {type: scale, factor: 0.00392156862745098}")
         if self.type != "scale" and self.factor is not None:
             raise ValueError(f"factor is only used by type scale (type is {self.type})")
+        if self.per_channel and self.type not in ("standardize", "minmax"):
+            raise ValueError(f"per_channel: only for standardize and minmax (type is {self.type})")
         return self
+
+
+_Size = Annotated[int, Field(ge=1)]
 
 
 class _DataBase(_Strict):
@@ -115,6 +125,11 @@ class _DataBase(_Strict):
         None, ge=0,
         description="Seed for generating and splitting the data; default: the "
                     "experiment seed. Fix it to keep the data while varying the model seed.",
+    )
+    shape: tuple[_Size, _Size, _Size] | None = Field(
+        None,
+        description="Image shape [C, H, W] of each row's features (C * H * W of them, in "
+                    "C order), e.g. [1, 8, 8]; image files (IDX, multi-dimensional arrays) carry theirs.",
     )
 
     @field_validator("preprocess", mode="before")

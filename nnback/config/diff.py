@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 # Keys that change neither the numbers nor the result of a run.
-RUN_CONTROL_KEYS = ("name", "output", "train.max_time", "train.checkpoint")
+RUN_CONTROL_KEYS = ("name", "output", "train.max_time", "train.checkpoint", "train.threads")
 
 
 def flatten(node, prefix: str = "") -> dict:

@@ -52,6 +52,8 @@ def _annotation(option: Option):
     if option.auto:
         return int | Literal["auto"]  # bounds checked by _check_auto, for one message
     value = Annotated[option.type, Field(**option.bounds)] if option.bounds else option.type
+    if option.pair:
+        return value | tuple[value, value]
     return tuple[(value,) * option.size] if option.size > 1 else value
 
 
@@ -226,6 +228,10 @@ class TrainConfig(Section):
     grad_clip: float | None = Field(None, gt=0, description="Clip the global gradient norm to this.")
     max_time: str | None = Field(
         None, description="Wall-time budget, e.g. '30m' or '2h': stop cleanly with a checkpoint."
+    )
+    threads: int | None = Field(
+        None, ge=1, description="BLAS threads for the matrix products; null: one for small products, "
+                                "else the idle cores (see README, Performance)."
     )
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="When to checkpoint.")
     divergence: DivergenceSpec = Field(default_factory=DivergenceSpec, description="Non-finite loss policy.")

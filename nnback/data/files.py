@@ -172,7 +172,8 @@ def read_npy(path: Path, origin: str, mmap: bool = False):
 
 def arrays_table(X, y: np.ndarray | None, x_origin: str, y_origin: str,
                  x_name: str = "X", y_name: str = "y") -> Table:
-    """Check shapes and dtypes of a feature array and its labels; flatten samples."""
+    """Check shapes and dtypes of a feature array and its labels; flatten samples,
+    noting the image shape of (N, H, W) and (N, C, H, W) arrays."""
     if X.ndim == 0:
         raise DataError(f"{x_origin}: {x_name} is a scalar, expected rows")
     if X.dtype.kind not in "biuf":
@@ -183,8 +184,9 @@ def arrays_table(X, y: np.ndarray | None, x_origin: str, y_origin: str,
         check_rows(x_origin, x_name, len(X), y_origin, y_name, len(y))
     elif len(X) == 0:
         raise DataError(f"{x_origin}: {x_name} has no rows")
+    sample_shape = {3: (1, *X.shape[1:]), 4: X.shape[1:]}.get(X.ndim)
     if isinstance(X, np.ndarray) and X.ndim != 2:
         X = X.reshape(len(X), -1)
     if X.shape[1] == 0:
         raise DataError(f"{x_origin}: {x_name} has no features (each row is empty)")
-    return Table(X, y, x_origin, y_origin, x_name, y_name)
+    return Table(X, y, x_origin, y_origin, x_name, y_name, sample_shape=sample_shape)

@@ -18,22 +18,47 @@ from nnback.errors import DataError
 
 
 def read_inputs(path: Path, meta: DataMeta, preprocessor: Preprocessor) -> np.ndarray:
-    """Read raw inputs and preprocess them as in training.
-
-    Args:
-        path: a .csv file (header row; the training feature columns are picked by
-            name, other columns such as the target are ignored), a .npy array, a .npz
-            file (array ``meta.x_key``) or an IDX file (raw or gzip). Images are flattened.
-        meta: the saved data description; preprocessor: the saved preprocessing.
+    """Read raw inputs (as ``read_raw_inputs``) and preprocess them as in training.
 
     Returns:
         float32 (N, D) ready for the model.
 
     Raises:
+        DataError: as ``read_raw_inputs``, or a value the preprocessing takes out of the
+            float32 range.
+    """
+    table = _input_table(Path(path), meta)
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below, with the place
+        X = preprocessor.transform(table.X)
+    bad = np.argwhere(~np.isfinite(X))
+    if bad.size:
+        i, j = (int(v) for v in bad[0])
+        raise DataError(f"{table.where_x(i, j)}: value {float(table.X[i, j]):g} leaves the float32 "
+                        "range after the saved preprocessing")
+    return X
+
+
+def read_raw_inputs(path: Path, meta: DataMeta) -> np.ndarray:
+    """Read raw inputs, checked against the saved data description.
+
+    Args:
+        path: a .csv file (header row; the training feature columns are picked by
+            name, other columns such as the target are ignored), a .npy array, a .npz
+            file (array ``meta.x_key``) or an IDX file (raw or gzip). Images are flattened.
+        meta: the saved data description.
+
+    Returns:
+        (N, D) raw values as read (any numeric dtype).
+
+    Raises:
         DataError: unreadable file, NaN/inf values, or a feature count that differs
             from training.
     """
-    path = Path(path)
+    return _input_table(Path(path), meta).X
+
+
+def _input_table(path: Path, meta: DataMeta) -> Table:
+    """The Table of a raw input file (see ``read_raw_inputs``), its features checked."""
     origin = str(path)
     suffix = path.suffix.lower()
     if suffix == ".csv":
@@ -44,14 +69,7 @@ def read_inputs(path: Path, meta: DataMeta, preprocessor: Preprocessor) -> np.nd
         X = read_npy(path, origin) if suffix == ".npy" else read_idx(path, origin)
         table = arrays_table(X, None, origin, origin)
     _check_features(table, meta)
-    with np.errstate(over="ignore", invalid="ignore"):  # reported below, with the place
-        X = preprocessor.transform(table.X)
-    bad = np.argwhere(~np.isfinite(X))
-    if bad.size:
-        i, j = (int(v) for v in bad[0])
-        raise DataError(f"{table.where_x(i, j)}: value {float(table.X[i, j]):g} leaves the float32 "
-                        "range after the saved preprocessing")
-    return X
+    return table
 
 
 def read_labelled(cfg: FileData, base_dir: Path, meta: DataMeta, preprocessor: Preprocessor) -> Split:

@@ -75,20 +75,22 @@ class Split:
     def n_features(self) -> int:
         return int(self.X.shape[1])
 
-    def take(self, idx: np.ndarray, out_X: np.ndarray | None = None):
+    def take(self, idx: np.ndarray, out_X: np.ndarray | None = None, in_range: bool = False):
         """Gather a batch.
 
         Args:
             idx: (B,) int row positions in this split, 0 <= idx < len(self).
             out_X: optional float32 (B_max, D) buffer, B_max >= B, reused across
                 batches; its first B rows receive the batch.
+            in_range: the caller guarantees ``0 <= idx < len(self)`` (a slice of a
+                permutation of the rows), so the range check is skipped.
 
         Returns:
             Xb: float32 (B, D) preprocessed rows (a view of out_X when given).
             yb: (B,) int64 or (B, T) float32.
         """
         idx = np.asarray(idx, dtype=np.int64)
-        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+        if not in_range and idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"batch index out of range for a split of {len(self)} rows")
         out = None if out_X is None else out_X[:len(idx)]
         if self.lazy:
@@ -114,6 +116,8 @@ class DataMeta:
         n_outputs: number of classes, or of regression targets.
         feature_names: CSV feature columns (prediction CSVs are read by these names).
         x_key: npz array holding the features.
+        shape: [C, H, W] of the images each row holds (from ``data.shape`` or the
+            files), or None for plain feature rows.
     """
 
     task: str
@@ -122,6 +126,7 @@ class DataMeta:
     n_outputs: int
     feature_names: list[str] | None = None
     x_key: str = "X"
+    shape: list[int] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -203,6 +208,10 @@ class DataBundle:
     def n_outputs(self) -> int:
         return self.meta.n_outputs
 
+    @property
+    def shape(self) -> list[int] | None:
+        return self.meta.shape
+
 
 def load_data(cfg: DataConfig, seed: int, base_dir: Path) -> DataBundle:
     """Read, check, split and preprocess the data described by ``cfg``.
@@ -237,22 +246,41 @@ def load_data(cfg: DataConfig, seed: int, base_dir: Path) -> DataBundle:
             if carve[name] > 0:
                 rows[name], tables[name], targets[name] = split[name], train, targets["train"]
 
-    prep = Preprocessor(cfg.preprocess.type, cfg.preprocess.factor).fit(train.X, rows["train"])
+    shape = image_shape(cfg, train)
+    if cfg.preprocess.per_channel and shape is None:
+        raise DataError("data.preprocess.per_channel: needs images: give data.shape: [C, H, W]")
+    channels = shape[0] if cfg.preprocess.per_channel else None
+    prep = Preprocessor(cfg.preprocess.type, cfg.preprocess.factor, channels).fit(train.X, rows["train"])
     splits = {name: make_split(tables[name], targets[name], rows[name], prep)
               if tables[name] is not None else None for name in PART_NAMES}
     if isinstance(cfg, MnistData) and cfg.source == "fashion-mnist":
         classes = [FASHION_CLASSES[c] for c in classes]
     n_outputs = len(classes) if classes is not None else targets["train"].shape[1]
     meta = DataMeta(task, classes, train.n_features, n_outputs, train.feature_names,
-                    getattr(cfg, "x_key", "X"))
+                    getattr(cfg, "x_key", "X"), shape)
     return DataBundle(splits["train"], splits["val"], splits["test"], meta, prep)
+
+
+def image_shape(cfg, train: Table) -> list[int] | None:
+    """[C, H, W] of the training rows: ``data.shape``, else the shape the files carry.
+
+    Raises:
+        DataError: ``data.shape`` does not hold as many values as a row has features.
+    """
+    if cfg.shape is None:
+        return None if train.sample_shape is None else list(train.sample_shape)
+    size = cfg.shape[0] * cfg.shape[1] * cfg.shape[2]
+    if size != train.n_features:
+        raise DataError(f"data.shape: {list(cfg.shape)} is {size} values per row, but the data "
+                        f"has {train.n_features} features per row")
+    return list(cfg.shape)
 
 
 def _read_tables(cfg, seed: int, base_dir: Path) -> dict[str, Table | None]:
     """The tables of the config, keyed train/val/test (val, test may be None)."""
     tables = dict.fromkeys(PART_NAMES)
     if _generator(cfg) is not None:
-        params = cfg.model_dump(exclude={"source", "split", "preprocess", "seed"})
+        params = cfg.model_dump(exclude={"source", "split", "preprocess", "seed", "shape"})
         X, y = GENERATORS[cfg.source](**params, rng=np.random.default_rng([seed, 0]))
         tables["train"] = arrays_table(X, y, cfg.source, cfg.source)
     elif isinstance(cfg, DigitsData):

@@ -7,6 +7,10 @@ Every kind is one affine map per feature, ``out = (X - shift) * scale``:
 - minmax: shift = min, scale = 1 / (max - min) (1 where max == min);
 - scale: shift 0, scale = factor.
 
+With ``channels`` (images whose rows hold C equal blocks of pixels, one per channel),
+standardize and minmax use one statistic per channel, over all its pixels, repeated
+for each pixel: the saved shift and scale still have one entry per feature.
+
 Statistics are accumulated in float64 over bounded chunks of rows, so fitting a
 memory-mapped file needs memory independent of its size.
 """
@@ -27,18 +31,20 @@ class Preprocessor:
     Args:
         kind: one of KINDS.
         factor: the multiplier of kind "scale".
+        channels: C, to fit one statistic per image channel; None: per feature.
 
     Attributes:
         shift, scale: (D,) float32 once fitted.
     """
 
-    def __init__(self, kind: str = "none", factor: float | None = None):
+    def __init__(self, kind: str = "none", factor: float | None = None, channels: int | None = None):
         if kind not in KINDS:
             raise ValueError(f"unknown preprocessing {kind!r}; expected one of {KINDS}")
         if (kind == "scale") != (factor is not None):
             raise ValueError("factor is required by kind 'scale' and only by it")
         self.kind = kind
         self.factor = factor
+        self.channels = channels
         self.shift: np.ndarray | None = None
         self.scale: np.ndarray | None = None
 
@@ -54,11 +60,11 @@ class Preprocessor:
         d = X.shape[1]
         shift, scale = np.zeros(d), np.ones(d)
         if self.kind == "standardize":
-            count, mean, m2, _, _ = _statistics(X, rows)
+            count, mean, m2, _, _ = self._statistics(X, rows)
             std = np.sqrt(m2 / count)
             shift, scale = mean, 1.0 / np.where(std > 0, std, 1.0)
         elif self.kind == "minmax":
-            _, _, _, low, high = _statistics(X, rows)
+            _, _, _, low, high = self._statistics(X, rows)
             span = high - low
             shift, scale = low, 1.0 / np.where(span > 0, span, 1.0)
         elif self.kind == "scale":
@@ -104,6 +110,23 @@ class Preprocessor:
         prep = cls(kind, float(scale[0]) if kind == "scale" else None)
         prep.shift, prep.scale = shift, scale
         return prep
+
+
+    def _statistics(self, X, rows: np.ndarray | None):
+        """``_statistics`` per feature, or merged per channel and repeated for its pixels."""
+        count, mean, m2, low, high = _statistics(X, rows)
+        if self.channels is None:
+            return count, mean, m2, low, high
+        c = self.channels
+        pixels = len(mean) // c
+        by_channel = [a.reshape(c, pixels) for a in (mean, m2, low, high)]
+        mean_c = by_channel[0].mean(axis=1, keepdims=True)
+        # pooled over equal-sized pixel groups: within-pixel plus between-pixel squares
+        m2_c = by_channel[1].sum(axis=1, keepdims=True) + count * ((by_channel[0] - mean_c) ** 2).sum(
+            axis=1, keepdims=True)
+        low_c, high_c = by_channel[2].min(axis=1, keepdims=True), by_channel[3].max(axis=1, keepdims=True)
+        return (count * pixels, *(np.repeat(a, pixels, axis=1).reshape(-1)
+                                  for a in (mean_c, m2_c, low_c, high_c)))
 
 
 def _statistics(X, rows: np.ndarray | None):

@@ -34,6 +34,8 @@ class Table:
         y_name: name of the label array or CSV target column.
         lines: (N,) CSV line number of each row (header is line 1); None for arrays.
         feature_names: CSV feature columns, in order; None for arrays.
+        sample_shape: (C, H, W) of the images an array held before its rows were
+            flattened ((1, H, W) for greyscale (N, H, W) arrays); None otherwise.
     """
 
     X: object
@@ -44,6 +46,7 @@ class Table:
     y_name: str = "y"
     lines: np.ndarray | None = None
     feature_names: list[str] | None = None
+    sample_shape: tuple | None = None
 
     def __len__(self) -> int:
         return len(self.X)

@@ -1,6 +1,7 @@
 """Element-wise nonlinearities. None has parameters; all keep the input's shape and dtype.
 
-Shape (every layer here): x: (N, D); out: (N, D); dout: (N, D); dx: (N, D).
+Shape (every layer here): x of any shape, (N, D) or images (N, C, H, W); out, dout and
+dx have x's shape.
 
 ReLU, Sigmoid and Tanh fill the ``out`` arrays they are given (see ``Layer.forward``);
 the other layers allocate their results.

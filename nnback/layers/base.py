@@ -38,7 +38,7 @@ class Layer(Cached):
         """Compute the output and cache what backward needs.
 
         Args:
-            x: input, (N, D); only read.
+            x: input, (N, D) or images (N, C, H, W); only read.
             training: training mode (batch statistics, dropout masks) or evaluation.
             out: optional array of the output's shape and dtype, not ``x``, that the
                 layer writes its result into instead of allocating one. A layer may
@@ -46,12 +46,12 @@ class Layer(Cached):
                 use the returned array. The cache may reference ``x`` and ``out``, so
                 the caller must leave both untouched until the matching backward.
         Returns:
-            out: (N, output_features(D)).
+            out: (N, *output_shape(x.shape[1:])).
         """
         raise NotImplementedError
 
     def backward(self, dout, out=None):
-        """Return dx, (N, D), and overwrite ``grads``; ``dout``, (N, M), is only read.
+        """Return dx, x's shape, and overwrite ``grads``; ``dout``, out's shape, is only read.
 
         out: optional array of dx's shape and dtype, not ``dout``, to write dx into
         (the same rule as ``forward``: always use the returned array).
@@ -70,5 +70,23 @@ class Layer(Cached):
         """Number of output features for ``in_features`` input features."""
         return in_features
 
+    def output_shape(self, in_shape):
+        """Shape of one sample's output for one sample's input shape ``in_shape``: (D,)
+        for feature rows, (C, H, W) for images. The default, for element-wise layers,
+        keeps any shape.
+
+        Raises:
+            ValueError: the layer cannot take that shape; the message names both.
+        """
+        return tuple(in_shape)
+
     def __repr__(self):
         return f"{type(self).__name__}()"
+
+
+def flat_features(layer, in_shape):
+    """D of a (D,) sample shape; ValueError naming ``layer`` for images (C, H, W)."""
+    if len(in_shape) != 1:
+        raise ValueError(f"{type(layer).__name__} needs flat input (N, D), got "
+                         f"(N, {', '.join(map(str, in_shape))}): flatten it first")
+    return in_shape[0]

@@ -16,7 +16,7 @@ class Dropout(Layer):
         rng: np.random.Generator the masks are drawn from; a fresh unseeded one if None.
 
     Shape:
-        x: (N, D); out: (N, D); dout: (N, D); dx: (N, D).
+        x: any shape, (N, D) or (N, C, H, W); out, dout, dx: x's shape.
 
     Attributes:
         rng: the mask generator. Restoring its state before a forward pass replays the

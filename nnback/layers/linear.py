@@ -3,7 +3,7 @@
 import numpy as np
 
 from nnback.init import INITIALIZERS
-from nnback.layers.base import Layer
+from nnback.layers.base import Layer, flat_features
 from nnback.spec import REQUIRED, Formulas, LayerSpec, Option
 
 
@@ -98,6 +98,9 @@ class Linear(Layer):
         if len(self._ones_cache) != n:
             self._ones_cache = np.ones(n, self.dtype)
         return self._ones_cache
+
+    def output_shape(self, in_shape):
+        return (self.output_features(flat_features(self, in_shape)),)
 
     def output_features(self, in_features):
         if in_features != self.in_features:

@@ -1,8 +1,10 @@
-"""Normalisation layers: BatchNorm1d (over the batch) and LayerNorm (over features)."""
+"""Normalisation layers: BatchNorm1d and BatchNorm2d (over the batch) and LayerNorm
+(over features)."""
 
 import numpy as np
 
-from nnback.layers.base import Layer
+from nnback.layers.base import Layer, flat_features
+from nnback.layers.window import image_size
 from nnback.spec import Formulas, LayerSpec, Option
 
 
@@ -18,7 +20,7 @@ def _normalize(x, axis, eps):
 
 def _normalize_backward(dxhat, xhat, inv_std, axis):
     """Gradient through ``_normalize`` with batch statistics: dxhat -> dx."""
-    n = dxhat.shape[axis]
+    n = dxhat.size // inv_std.size  # values per statistic
     dx = dxhat * n
     dx -= dxhat.sum(axis=axis, keepdims=True)
     dx -= xhat * np.sum(dxhat * xhat, axis=axis, keepdims=True)
@@ -26,12 +28,18 @@ def _normalize_backward(dxhat, xhat, inv_std, axis):
     return dx
 
 
+def _per_feature(array, ndim):
+    """A (D,) array shaped to broadcast along axis 1 of an ``ndim``-dimensional input."""
+    return array.reshape(array.shape + (1,) * (ndim - 2))
+
+
 # The parameter gradients both layers keep, for ``nnback explain``.
 _AFFINE_KEEPS = [("gamma", "dgamma = sum over N of (dout * xhat)"), ("beta", "dbeta = sum over N of dout")]
 
 
 class _AffineNorm(Layer):
-    """Normalisation followed by a learned per-feature scale ``gamma`` and shift ``beta``."""
+    """Normalisation followed by a learned scale ``gamma`` and shift ``beta`` per
+    feature (axis 1 of the input: a feature column, or a channel of an image)."""
 
     def __init__(self, num_features, eps=1e-5, dtype=np.float32):
         super().__init__()
@@ -42,15 +50,19 @@ class _AffineNorm(Layer):
         self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
 
     def _affine(self, xhat, out):
-        out = np.multiply(xhat, self.params["gamma"], out=out)
-        out += self.params["beta"]
+        out = np.multiply(xhat, _per_feature(self.params["gamma"], xhat.ndim), out=out)
+        out += _per_feature(self.params["beta"], xhat.ndim)
         return out
 
     def _affine_backward(self, dout, xhat):
         """Overwrite dgamma, dbeta; return dxhat."""
-        np.sum(dout * xhat, axis=0, out=self.grads["gamma"])
-        np.sum(dout, axis=0, out=self.grads["beta"])
-        return dout * self.params["gamma"]
+        axes = (0, *range(2, dout.ndim))
+        np.sum(dout * xhat, axis=axes, out=self.grads["gamma"])
+        np.sum(dout, axis=axes, out=self.grads["beta"])
+        return dout * _per_feature(self.params["gamma"], dout.ndim)
+
+    def output_shape(self, in_shape):
+        return (self.output_features(flat_features(self, in_shape)),)
 
     def output_features(self, in_features):
         if in_features != self.num_features:
@@ -79,6 +91,9 @@ class BatchNorm1d(_AffineNorm):
         params["gamma"]: (D,), ones.  params["beta"]: (D,), zeros.
         buffers["running_mean"]: (D,), zeros.  buffers["running_var"]: (D,), ones.
     """
+
+    axes = (0,)  # the statistics run over these axes of x
+    too_few = "more than 1 sample per batch"
 
     spec = LayerSpec(
         name="batchnorm", doc="Batch normalisation over the batch axis.", role="norm",
@@ -109,20 +124,20 @@ class BatchNorm1d(_AffineNorm):
 
     def forward(self, x, training=True, out=None):
         if not training:
-            inv_std = 1 / np.sqrt(self.buffers["running_var"] + self.eps)
-            xhat = (x - self.buffers["running_mean"]) * inv_std
+            inv_std = _per_feature(1 / np.sqrt(self.buffers["running_var"] + self.eps), x.ndim)
+            xhat = (x - _per_feature(self.buffers["running_mean"], x.ndim)) * inv_std
             self._cache = (False, xhat, inv_std)
             return self._affine(xhat, out)
-        n = x.shape[0]
+        n = x.size // x.shape[1]
         if n < 2:
-            raise ValueError("BatchNorm1d needs more than 1 sample per batch in training")
-        xhat, inv_std, mean, var = _normalize(x, 0, self.eps)
+            raise ValueError(f"{type(self).__name__} needs {self.too_few} in training")
+        xhat, inv_std, mean, var = _normalize(x, self.axes, self.eps)
         m = self.momentum
         running_mean, running_var = self.buffers["running_mean"], self.buffers["running_var"]
         running_mean *= 1 - m
-        running_mean += m * mean[0]
+        running_mean += m * mean.reshape(-1)
         running_var *= 1 - m
-        running_var += (m * n / (n - 1)) * var[0]
+        running_var += (m * n / (n - 1)) * var.reshape(-1)
         self._cache = (True, xhat, inv_std)
         return self._affine(xhat, out)
 
@@ -130,12 +145,54 @@ class BatchNorm1d(_AffineNorm):
         training, xhat, inv_std = self._saved()
         dxhat = self._affine_backward(dout, xhat)
         if training:
-            return _normalize_backward(dxhat, xhat, inv_std, 0)
+            return _normalize_backward(dxhat, xhat, inv_std, self.axes)
         dxhat *= inv_std
         return dxhat
 
     def __repr__(self):
-        return f"BatchNorm1d({self.num_features}, eps={self.eps}, momentum={self.momentum})"
+        return f"{type(self).__name__}({self.num_features}, eps={self.eps}, momentum={self.momentum})"
+
+
+class BatchNorm2d(BatchNorm1d):
+    """Batch normalisation of each channel over the batch and all pixels, as
+    torch.nn.BatchNorm2d; otherwise as ``BatchNorm1d``.
+
+    Args:
+        num_features: C, the number of channels.
+        eps, momentum, dtype: as for ``BatchNorm1d``.
+
+    Shape:
+        x: (N, C, H, W) with N * H * W > 1 in training; out, dout, dx: (N, C, H, W).
+
+    Attributes:
+        params["gamma"]: (C,), ones.  params["beta"]: (C,), zeros.
+        buffers["running_mean"]: (C,), zeros.  buffers["running_var"]: (C,), ones.
+    """
+
+    spec = LayerSpec(
+        name="batchnorm2d", doc="Batch normalisation of each image channel.", images=True,
+        options=BatchNorm1d.spec.options,
+        formulas=Formulas(
+            forward=["training: mu, var = mean and variance of each channel over N, H and W",
+                     "xhat = (x - mu) / sqrt(var + {layer.eps});  out = gamma * xhat + beta  (per channel)",
+                     "running_mean and running_var move {layer.momentum} of the way to mu and var;",
+                     "evaluation normalises with them instead"],
+            passes=["dxhat = dout * gamma",
+                    "dx = (dxhat - mean over N,H,W of dxhat - xhat * mean over N,H,W of (dxhat * xhat))"
+                    " / sqrt(var + eps)"],
+            keeps=[("gamma", "dgamma = sum over N, H, W of (dout * xhat)"),
+                   ("beta", "dbeta = sum over N, H, W of dout")],
+            caches=[("xhat", "(N, {i})"), ("1 / sqrt(var + eps)", "(1, C, 1, 1)")],
+        ),
+    )
+    axes = (0, 2, 3)
+    too_few = "more than 1 value per channel (batch size times pixels)"
+
+    def output_shape(self, in_shape):
+        image_size(self, in_shape)
+        if in_shape[0] != self.num_features:
+            raise ValueError(f"{self!r} expects {self.num_features} channels, got {in_shape[0]}")
+        return in_shape
 
 
 class LayerNorm(_AffineNorm):

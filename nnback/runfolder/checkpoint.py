@@ -11,19 +11,16 @@ of a newer version than ``FORMAT_VERSION`` is refused, never guessed at.
 Folder layout managed by ``CheckpointStore``::
 
     checkpoints/step-000000120.npz   the last ``keep`` saves
-    checkpoints/last.npz             hard link to (or copy of) the newest save
+    checkpoints/last.npz             an independent copy of the newest save
     checkpoints/best.npz             the best weights so far
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import json
 import os
 import re
-import secrets
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,14 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from nnback.errors import CheckpointError
-from nnback.runfolder.atomic import (
-    TEMP_SUFFIX,
-    atomic_save_npz,
-    atomic_write,
-    fsync_dir,
-    io_error,
-    remove_file,
-)
+from nnback.runfolder.atomic import atomic_save_npz, atomic_write, io_error, remove_file
 from nnback.untrusted import load_npz
 
 META_KEY = "meta"
@@ -50,8 +40,6 @@ VERSION_KEY = "format_version"
 FORMAT_VERSION = 1
 
 _STEP_FILE = re.compile(r"step-(\d{9,})\.npz")
-# os.link fails with these where the file system has no hard links: copy instead.
-_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS, errno.EXDEV}
 
 
 class _Unreadable(Exception):
@@ -91,10 +79,12 @@ def save_checkpoint(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
     atomic_save_npz(path, {**arrays, META_KEY: np.array(text)})
 
 
-def _read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+def _read_arrays(path: str | os.PathLike, follow_links: bool) -> dict[str, np.ndarray]:
     """Every array of the ``.npz`` at ``path``, read fully; ``_Unreadable`` if damaged."""
     if not os.path.lexists(path):
         raise _Unreadable("no such checkpoint")
+    if not follow_links and os.path.islink(path):
+        raise _Unreadable("is a symbolic link, not followed")
     origin = os.fspath(path)
     try:
         return load_npz(path, origin, error=CheckpointError)
@@ -102,9 +92,10 @@ def _read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise _Unreadable(str(exc).removeprefix(f"{origin}: ")) from None
 
 
-def _load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def _load(path: str | os.PathLike, follow_links: bool = False) -> tuple[dict[str, np.ndarray],
+                                                                        dict[str, Any]]:
     """``load_checkpoint`` raising ``_Unreadable`` with the bare reason."""
-    arrays = _read_arrays(path)
+    arrays = _read_arrays(path, follow_links)
     text = arrays.pop(META_KEY, None)
     if text is None:
         raise _Unreadable(f"no {META_KEY!r} entry (not an nnback checkpoint)")
@@ -132,8 +123,13 @@ def _check_version(path: str | os.PathLike, version) -> None:
                               f"this version reads up to {FORMAT_VERSION}): upgrade nnback to use it")
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def load_checkpoint(path: str | os.PathLike,
+                    follow_links: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read and verify the checkpoint at ``path``.
+
+    Args:
+        follow_links: False for the files of a run folder, which are never read through
+            a symbolic link (a link is reported as unreadable).
 
     Returns:
         ``(arrays, meta)`` exactly as given to ``save_checkpoint`` (``meta`` without the
@@ -145,7 +141,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
             corrupted)"``, or one of a newer format version.
     """
     try:
-        return _load(path)
+        return _load(path, follow_links)
     except _Unreadable as exc:
         raise CheckpointError(f"{os.fspath(path)}: {exc}") from exc.__cause__
 
@@ -211,17 +207,20 @@ class CheckpointStore:
             raise io_error(self.dir, exc) from exc
 
     def save(self, step: int, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Path:
-        """Save ``step-{step}.npz``, point ``last.npz`` at it, delete saves beyond ``keep``.
+        """Save ``step-{step}.npz``, copy it to ``last.npz``, delete saves beyond ``keep``.
 
-        Each stage is atomic: a kill at any moment leaves ``last.npz`` naming a complete
-        checkpoint (the new one or the previous one). Returns the new file's path.
+        Each stage is atomic: a kill at any moment leaves ``last.npz`` a complete
+        checkpoint (the new one or the previous one). ``last.npz`` is a file of its own,
+        not a link, so the ``keep`` step files and it are independent copies: damage to
+        one never reaches another. Returns the new file's path.
         """
         if step < 0:
             raise ValueError(f"step must be >= 0 (got {step})")
         self._make_dir()
         path = self.step_path(step)
         save_checkpoint(path, arrays, meta)
-        self._point_last_at(path)
+        with open(path, "rb") as src:
+            atomic_write(self.last_path, lambda dst: shutil.copyfileobj(src, dst))
         for old in self.step_paths()[self.keep:]:
             if old != path:
                 remove_file(old)
@@ -233,30 +232,11 @@ class CheckpointStore:
         save_checkpoint(self.best_path, arrays, meta)
         return self.best_path
 
-    def _point_last_at(self, path: Path) -> None:
-        """Make ``last.npz`` the same file as ``path``: a hard link renamed into place."""
-        tmp = self.dir / f".{self.last_path.name}.{secrets.token_hex(8)}{TEMP_SUFFIX}"
-        try:
-            os.link(path, tmp)
-        except OSError as exc:
-            if exc.errno not in _NO_HARD_LINKS:
-                raise io_error(self.last_path, exc) from exc
-            with open(path, "rb") as src:
-                atomic_write(self.last_path, lambda dst: shutil.copyfileobj(src, dst))
-            return
-        try:
-            os.replace(tmp, self.last_path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise io_error(self.last_path, exc) from exc
-        fsync_dir(self.dir)
-
     def load_latest(self) -> LatestCheckpoint | None:
         """The newest readable checkpoint: ``last.npz``, else ``step-*.npz`` newest first.
 
-        Unreadable files are skipped and listed in ``skipped``. A file met twice (``last``
-        is a hard link to the newest step file) is read only once.
+        Unreadable files are skipped and listed in ``skipped``. A file met twice (a
+        hard link left by an older version) is read only once.
 
         Returns:
             ``None`` when there is no checkpoint at all.
@@ -270,7 +250,7 @@ class CheckpointStore:
         reasons: dict[tuple[int, int], str] = {}
         for path in candidates:
             try:
-                stat = os.stat(path)
+                stat = os.lstat(path)
             except FileNotFoundError:
                 continue
             identity = (stat.st_dev, stat.st_ino)
@@ -292,6 +272,6 @@ class CheckpointStore:
         Raises:
             CheckpointError: ``best.npz`` exists but is unreadable.
         """
-        if not self.best_path.exists():
+        if not os.path.lexists(self.best_path):
             return None
-        return load_checkpoint(self.best_path)
+        return load_checkpoint(self.best_path, follow_links=False)

@@ -57,7 +57,8 @@ class JsonlWriter:
         self.path = Path(path)
         self.sync = sync
         try:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+            # Never through a symbolic link: a log outside the run folder is not the run's.
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
         except OSError as exc:
             raise io_error(self.path, exc) from exc
         try:

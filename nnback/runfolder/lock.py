@@ -93,11 +93,11 @@ class RunLock:
     def _attempt(self) -> int | None:
         """One try: our open, flocked, written lock fd, or ``None`` to look again."""
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             created = True
         except FileExistsError:
             try:
-                fd = os.open(self.path, os.O_RDWR)
+                fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW)
             except FileNotFoundError:
                 return None  # released meanwhile
             except OSError as exc:

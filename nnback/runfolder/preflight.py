@@ -7,6 +7,7 @@ is a user error, exit 2; a folder that cannot be written (permissions, a full di
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -40,7 +41,8 @@ def check_writable(folder: str | os.PathLike) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-            os.unlink(probe)
+            with contextlib.suppress(FileNotFoundError):  # cleared by the run holding the lock
+                os.unlink(probe)
     except OSError as exc:
         raise io_error(folder, exc) from exc
 
@@ -74,6 +76,23 @@ def path_error(path: str | os.PathLike, exc: OSError) -> NnbackError:
     if exc.errno == errno.ENAMETOOLONG:
         return NnbackError(f"{path}: a name in this path is too long for the file system")
     return io_error(path, exc)
+
+
+def check_no_links(folder: str | os.PathLike, names) -> None:
+    """Refuse a run folder where any of ``names``, or a file inside one of them that is
+    a folder, is a symbolic link: a run never writes through, nor reads from, a link.
+
+    Raises:
+        NnbackError: ``"runs/x/metrics.jsonl: is a symbolic link; ..."``.
+    """
+    folder = Path(folder)
+    for name in names:
+        path = folder / name
+        inside = sorted(path.iterdir()) if path.is_dir() and not path.is_symlink() else []
+        for candidate in (path, *inside):
+            if candidate.is_symlink():
+                raise NnbackError(f"{candidate}: is a symbolic link; a run folder holds only files "
+                                  f"nnback wrote (remove the link or choose another --out)")
 
 
 def check_free_space(folder: str | os.PathLike, needed_bytes: int) -> None:

@@ -7,6 +7,7 @@ weights; that is all a ``Predictor`` needs to turn raw inputs into labelled outp
 
 from __future__ import annotations
 
+import math
 from itertools import pairwise
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from nnback.config.schema import Experiment
 from nnback.data import DataMeta, Preprocessor, labels_from_indices
 from nnback.errors import CheckpointError, DataError
 from nnback.layers.activations import sigmoid
-from nnback.registry import LOSSES
+from nnback.layers.window import pair
+from nnback.registry import LAYERS, LOSSES
 from nnback.runfolder.checkpoint import load_checkpoint
 from nnback.runfolder.snapshot import restore_arrays, role_arrays
 
@@ -141,11 +143,20 @@ def load(path: str | Path) -> Predictor:
 
 
 def _check_network_size(exp: Experiment, data: DataMeta, arrays: dict, weights: Path) -> None:
-    """Refuse a config whose linear layers' weight matrices would hold more values than
-    the file stores, before building the network allocates them."""
+    """Refuse a config whose linear layers' weight matrices (or convolution kernels)
+    would hold more values than the file stores, before building the network allocates
+    them. Linear layers after an image layer are checked from the first one on, whose
+    input size only building finds."""
     stored = sum(array.size for array in role_arrays(arrays, "model").values())
-    widths = [data.n_features] + [data.n_outputs if spec.units == "auto" else spec.units
-                                  for spec in exp.model.layer_specs() if spec.type == "linear"]
+    specs = exp.model.layer_specs()
+    images = [i for i, spec in enumerate(specs) if LAYERS[spec.type].spec.images]
+    for spec in (specs[i] for i in images if specs[i].type == "conv2d"):
+        if spec.channels * math.prod(pair(spec.kernel)) > stored:
+            raise CheckpointError(f"{weights}: weights do not fit the saved config: its convolution "
+                                  f"of {spec.channels} channels needs more values than the {stored} stored")
+    widths = [] if images else [data.n_features]
+    widths += [data.n_outputs if spec.units == "auto" else spec.units
+               for spec in specs[images[-1] + 1 if images else 0:] if spec.type == "linear"]
     if any(a * b > stored for a, b in pairwise(widths)):
         raise CheckpointError(f"{weights}: weights do not fit the saved config: its layers of "
                               f"{' -> '.join(map(str, widths))} units need more values than the "

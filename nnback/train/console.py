@@ -1,8 +1,9 @@
 """What training shows while it runs: one line per evaluation, an optional progress bar.
 
-``text`` prints greppable lines such as
-``epoch 3/30 train_loss 0.4132 val_loss 0.3907 val_acc 0.9410 lr 9.1e-02 1.2s``;
-``json`` prints each record as one JSON object; ``quiet`` prints only warnings.
+``text`` prints greppable lines that start with the local time, such as
+``2026-11-30 15:54:24 epoch 3/30 train_loss 0.4132 val_loss 0.3907 val_acc 0.9410 lr 9.1e-02 1.2s``;
+``json`` prints each line as one JSON object with an ISO 8601 ``"time"``; ``quiet``
+prints only warnings.
 A live progress bar is drawn only when stdout is a terminal. If the stream is closed
 under a running job (a pipe whose reader exits), training goes on without it: one
 warning on stderr, and the log stays in ``metrics.jsonl``.
@@ -10,6 +11,7 @@ warning on stderr, and the log stays in ``metrics.jsonl``.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import sys
@@ -59,26 +61,26 @@ class Console:
     def info(self, text: str, **fields) -> None:
         """A one-off message (start, resume, final summary)."""
         if self.mode == "json":
-            self._emit(json.dumps({"event": "info", "message": text, **fields}))
+            self._emit(json_line("info", message=text, **fields))
         elif self.mode == "text":
-            self._emit(one_line(text))
+            self._emit(f"{local_time()} {one_line(text)}")
 
     def warn(self, text: str) -> None:
         """A warning: shown in every mode, on stderr for text and quiet."""
         if self.mode == "json":
-            self._emit(json.dumps({"event": "warning", "message": text}))
+            self._emit(json_line("warning", message=text))
         else:
-            sys.stderr.write(f"warning: {one_line(text)}\n")
+            sys.stderr.write(f"{local_time()} warning: {one_line(text)}\n")
             sys.stderr.flush()
 
     def record(self, record: dict, epochs: int, per_epoch: bool) -> None:
         """One evaluation: a metrics record from ``metrics.jsonl``."""
         if self.mode == "json":
-            self._emit(json.dumps({"event": "eval", **record}))
+            self._emit(json_line("eval", **record))
             return
         if self.mode != "text":
             return
-        parts = [f"epoch {record['epoch']}/{epochs}"]
+        parts = [local_time(), f"epoch {record['epoch']}/{epochs}"]
         if not per_epoch:
             parts.append(f"step {record['step']}")
         parts += [f"{label} {record[key]:{fmt}}" for key, label, fmt in FIELDS if key in record]
@@ -95,6 +97,17 @@ class Console:
         bar = "#" * filled + "-" * (width - filled)
         self._write(f"\repoch {epoch}/{epochs} [{bar}] {batch}/{batches} loss {loss:.4f}")
         self._bar_shown = True
+
+
+def local_time() -> str:
+    """The local time to the second, as text log lines start: ``2026-11-30 15:54:24``."""
+    return datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def json_line(event: str, **fields) -> str:
+    """One JSON log line: ``{"time": "2026-11-30T15:54:24+01:00", "event": ..., **fields}``."""
+    now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    return json.dumps({"time": now, "event": event, **fields})
 
 
 def _discard_further_output(stream) -> None:

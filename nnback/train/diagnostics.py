@@ -15,13 +15,14 @@ Definitions (all on the mini-batch of the recorded step; norms are Frobenius nor
 
 - ``weight_norm``: ||W|| after the update; ``grad_norm``: ||dW|| used by the update;
   ``update_ratio``: ||W_after - W_before|| / ||W_before|| (None when ||W_before|| = 0).
-  Around 1e-3 is the usual healthy value. ``matrix`` marks 2-D weights, the only
-  parameters whose ratio is checked for warnings.
+  Around 1e-3 is the usual healthy value. ``matrix`` marks weight matrices and
+  convolution kernels (2-D and 4-D), the only parameters whose ratio is checked for warnings.
 - ``dx_norm``: ||dL/dx||, the gradient a layer passes back to its input, (N, D_in).
 - ``mean``, ``std``: of an activation layer's output (its spec's role is
   ``"activation"``) over the batch and units.
 - ``dead`` (layers whose spec says ``can_die``: ReLU): fraction of units that output 0
-  for every sample of the batch.
+  for every sample of the batch; on feature maps (N, C, H, W) a unit is a channel,
+  dead when 0 at every pixel of every sample.
 - ``saturated``: fraction of outputs in the flat tails, outside the range the layer's
   spec declares (``saturated_outside``): sigmoid outside [0.01, 0.99], tanh outside
   [-0.99, 0.99].
@@ -240,7 +241,8 @@ def _num(value: float) -> float | None:
 
 
 def activation_stats(layer, out: np.ndarray) -> dict:
-    """Statistics of an activation layer's output ``out``, (N, D); {} for other layers.
+    """Statistics of an activation layer's output ``out``, (N, D) or (N, C, H, W); {} for
+    other layers.
 
     Returns:
         ``mean`` and ``std``; plus ``dead`` for a layer that can die (ReLU) and
@@ -251,7 +253,8 @@ def activation_stats(layer, out: np.ndarray) -> dict:
         return {}
     stats = {"mean": _num(out.mean()), "std": _num(out.std())}
     if spec.can_die:
-        stats["dead"] = _num(1 - np.count_nonzero(out.any(axis=0)) / out.shape[1])
+        units = out.reshape(len(out), out.shape[1], -1)  # a feature, or a channel's pixels
+        stats["dead"] = _num(1 - np.count_nonzero(units.any(axis=(0, 2))) / out.shape[1])
     if spec.saturated_outside is not None:
         low, high = spec.saturated_outside
         stats["saturated"] = _num(np.count_nonzero((out < low) | (out > high)) / out.size)
@@ -301,7 +304,7 @@ def parameter_stats(model, before: dict[str, np.ndarray]) -> dict[str, dict]:
             "weight_norm": _num(norm(param)),
             "grad_norm": _num(norm(grad)),
             "update_ratio": _num(change / old_norm) if old_norm > 0 else None,
-            "matrix": param.ndim == 2,
+            "matrix": param.ndim >= 2,
         }
     return stats
 

@@ -28,7 +28,7 @@ def find_nonfinite(model, x: np.ndarray) -> str:
     Replays the forward pass in evaluation mode (no dropout draws, no running-statistic
     updates), so the model is left exactly as it was.
     """
-    out = np.asarray(x, dtype=model.dtype)
+    out = model.shaped_input(x)
     if not np.isfinite(out).all():
         return "the input batch is not finite"
     for i, layer in enumerate(model.layers):

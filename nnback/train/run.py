@@ -22,30 +22,39 @@ from nnback.config import load_config
 from nnback.config.diff import differing_keys
 from nnback.config.loader import read_saved_config
 from nnback.config.timeparse import parse_duration
-from nnback.data import load_data
 from nnback.errors import (
     EXIT_OK,
+    EXIT_SIGHUP,
     EXIT_SIGINT,
     EXIT_SIGTERM,
     EXIT_TIME_LIMIT,
+    CheckpointError,
     ConfigError,
     NnbackError,
 )
-from nnback.runfolder.atomic import atomic_write_json, atomic_write_text, remove_temp_files
-from nnback.runfolder.checkpoint import save_checkpoint
+from nnback.runfolder.atomic import atomic_write_json, atomic_write_text, remove_file, remove_temp_files
+from nnback.runfolder.checkpoint import load_checkpoint, save_checkpoint
 from nnback.runfolder.jsonl import read_json, read_jsonl, truncate_after
 from nnback.runfolder.lock import RunLock
-from nnback.runfolder.preflight import check_free_space, check_writable, path_error
+from nnback.runfolder.preflight import check_free_space, check_no_links, check_writable, path_error
 from nnback.runfolder.snapshot import model_arrays, run_meta, versions
 from nnback.train.divergence import Diverged
+from nnback.train.plan import batch_rows, check_trainable, load_training_data
+from nnback.train.threads import blas_threads, choose_threads
 from nnback.train.trainer import Trainer
 
 DONE = ("completed", "early_stopped")
+# What a run writes into its folder (besides the lock), and nothing else there is read.
+RUN_FILES = ("config.yaml", "metrics.jsonl", "diagnostics.jsonl", "summary.json", "model.npz",
+             "checkpoints", "divergence")
+# The signals that stop a run cleanly, and the exit code of each (128 + its number).
+STOP_SIGNALS = {signal.SIGHUP: ("SIGHUP", EXIT_SIGHUP), signal.SIGINT: ("SIGINT", EXIT_SIGINT),
+                signal.SIGTERM: ("SIGTERM", EXIT_SIGTERM)}
 
 
 def train(config: str | Path, *, overrides=(), out: str | Path | None = None, resume: bool = False,
           force: bool = False, max_time: str | None = None, skip_if_done: bool = False,
-          console, stop: threading.Event | None = None) -> int:
+          threads: int | None = None, console, stop: threading.Event | None = None) -> int:
     """Run ``nnback train``; returns the process exit code.
 
     ``stop``, set from another thread, stops training like SIGTERM (checkpoint, exit 143);
@@ -60,31 +69,43 @@ def train(config: str | Path, *, overrides=(), out: str | Path | None = None, re
     if out is None and (resume or skip_if_done):
         raise ConfigError("--resume and --skip-if-done need a fixed run folder: add --out DIR")
     run_dir = Path(out) if out is not None else None
-    if run_dir is not None and skip_if_done and _is_done(run_dir, resolved):
+    if run_dir is not None and skip_if_done and _is_done(run_dir, resolved):  # without loading data
         console.info(f"{run_dir}: already holds a completed run of this config; nothing to do")
         return EXIT_OK
     budget = _budget(max_time, exp.train.max_time)
     started = time.monotonic()
-    bundle = load_data(exp.data, seed=exp.seed, base_dir=Path.cwd())
+    bundle = load_training_data(exp, source)
+    check_trainable(exp, bundle, source)
     trainer = Trainer(exp, bundle, console, source, deadline=started + budget if budget is not None else None)
     run_dir = run_dir if run_dir is not None else _new_run_dir(exp)
     check_writable(run_dir)
     with RunLock(run_dir):
-        _check_reusable(run_dir, resolved, resume, force)
+        if skip_if_done and _is_done(run_dir, resolved):  # finished while we waited for the lock
+            console.info(f"{run_dir}: already holds a completed run of this config; nothing to do")
+            return EXIT_OK
+        check_no_links(run_dir, RUN_FILES)
+        _check_reusable(run_dir, resolved, resume, force, console)
         remove_temp_files(run_dir)
         remove_temp_files(run_dir / "checkpoints")
         trainer.open(run_dir)
-        state_bytes = sum(a.nbytes for a in trainer.checkpoint_arrays().values())
+        resume_command = _resume_command(config, overrides, run_dir, max_time)
+        state_bytes = sum(a.nbytes for a in trainer.state.arrays().values())
         check_free_space(run_dir, (exp.train.checkpoint.keep + 4) * state_bytes + (1 << 20))
         if resume and _resume(trainer, console):
-            return _finish(trainer, trainer.progress.status) if _outputs_missing(run_dir) else EXIT_OK
+            return (_finish(trainer, trainer.progress.status, resume_command)
+                    if _outputs_missing(run_dir) else EXIT_OK)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        count = threads or exp.train.threads or trainer.state.threads or choose_threads(
+            trainer.model, batch_rows(exp.train.batch_size, len(bundle.train)))
+        trainer.state.threads = count
         try:
-            with _stop_on_signals(trainer, stop):
-                console.info(f"run folder {run_dir}  ({trainer.model.num_parameters():,} parameters, "
-                             f"{len(bundle.train)} training samples)")
-                status = trainer.fit()
-            return _finish(trainer, status)
+            with blas_threads(count):
+                with _stop_on_signals(trainer, stop):
+                    console.info(f"run folder {run_dir}  ({trainer.model.num_parameters():,} parameters, "
+                                 f"{len(bundle.train)} training samples, {count} BLAS "
+                                 f"thread{'s' if count > 1 else ''})")
+                    status = trainer.fit()
+                return _finish(trainer, status, resume_command)
         except Diverged as exc:
             _write_summary(trainer, "diverged", exc.exit_code, error=str(exc))
             raise
@@ -118,13 +139,16 @@ def _resume(trainer: Trainer, console) -> bool:
     arrays, meta, path, _ = found
     for line in found.warnings():
         console.warn(line)
-    best = trainer.store.load_best()
     try:
-        trainer.restore(arrays, meta, best)
+        trainer.restore(arrays, meta, _load_best(trainer.store, meta, console))
     except (KeyError, ValueError) as exc:  # a config changed under --force
         raise ConfigError(f"{path}: does not fit this config ({exc.args[0]}); "
                           f"resume with the saved config or choose another --out") from None
     p = trainer.progress
+    if p.best_value is not None and trainer.best_weights is None:
+        console.warn(f"the best weights so far (epoch {p.best_epoch}) are lost; the best is "
+                     f"tracked again from this checkpoint on")
+        p.best_value, p.best_epoch, p.best_step, p.evals_since_best = None, 0, 0, 0
     if p.status in DONE:
         console.info(f"{trainer.run_dir}: the run is already {p.status}")
         return True
@@ -135,10 +159,51 @@ def _resume(trainer: Trainer, console) -> bool:
     return False
 
 
-def _finish(trainer: Trainer, status: str) -> int:
-    """Write the final weights, checkpoint and summary; return the exit code."""
+def _resume_command(config, overrides, run_dir: Path, max_time: str | None) -> str:
+    """The exact shell command that continues this run."""
+    words = ["nnback", "train", str(config)]
+    for override in overrides:
+        words += ["--set", override]
+    words += ["--out", str(run_dir), "--resume"]
+    if max_time is not None:
+        words += ["--max-time", max_time]
+    return shlex.join(words)
+
+
+def _load_best(store, meta: dict, console) -> tuple | None:
+    """best.npz, or if it is damaged the step checkpoint written with the same weights
+    (saved again as best.npz); None if neither can be read."""
+    try:
+        return store.load_best()
+    except CheckpointError as exc:
+        damaged = str(exc)
+    best_step = meta["progress"]["best_step"]
+    try:
+        found = load_checkpoint(store.step_path(best_step), follow_links=False)
+    except CheckpointError:
+        console.warn(f"{damaged}; ignored")
+        return None
+    console.warn(f"{damaged}; restored from {store.step_path(best_step)}, saved at the same step")
+    store.save_best(*found)
+    return found
+
+
+def _finish(trainer: Trainer, status: str, resume_command: str) -> int:
+    """Write the final weights, checkpoint and summary; return the exit code.
+
+    Args:
+        resume_command: printed after a stop, for the user to continue the run.
+    """
     if status in DONE:
-        trainer.restore_best()
+        p = trainer.progress
+        if status == "early_stopped":
+            stopping = trainer.exp.train.early_stopping
+            trainer.console.info(
+                f"early stopping at epoch {p.epoch if p.batch == 0 else p.epoch + 1}: "
+                f"{stopping.metric} did not improve for {stopping.patience} evaluations")
+        if trainer.restore_best():
+            trainer.console.info(f"keeping the weights of epoch {p.best_epoch}, step {p.best_step} "
+                                 f"(best {trainer.best_metric()} {p.best_value:.4f})")
         final = trainer.final_metrics()
         trainer.progress.status = status
         trainer.save_checkpoint()
@@ -147,12 +212,13 @@ def _finish(trainer: Trainer, status: str) -> int:
         _write_summary(trainer, status, EXIT_OK, final=final)
         trainer.console.info("done: " + " ".join(f"{k} {v:.4f}" for k, v in final.items()))
         return EXIT_OK
-    code = {"time_limit": EXIT_TIME_LIMIT}.get(status)
-    if code is None:
-        code = EXIT_SIGTERM if trainer.stop_reason == "SIGTERM" else EXIT_SIGINT
+    if status == "time_limit":
+        code = EXIT_TIME_LIMIT
+    else:
+        code = next(code for name, code in STOP_SIGNALS.values() if name == trainer.stop_reason)
     _write_summary(trainer, status, code)
     trainer.console.info(f"stopped ({status}) at epoch {trainer.progress.epoch + 1}, "
-                         f"step {trainer.progress.step}; continue with: {resume_command(trainer.run_dir)}")
+                         f"step {trainer.progress.step}; continue with: {resume_command}")
     return code
 
 
@@ -172,6 +238,7 @@ def _write_summary(trainer: Trainer, status: str, exit_code: int, final: dict | 
         "wall_seconds": round(p.train_seconds, 3),
         "samples_per_second": round(p.samples / p.train_seconds, 1) if p.train_seconds else None,
         "skipped_batches": p.skipped,
+        "blas_threads": trainer.state.threads,
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(),
     }
@@ -187,17 +254,16 @@ def _last_record(path: Path) -> dict:
 
 @contextlib.contextmanager
 def _stop_on_signals(trainer: Trainer, stop: threading.Event | None):
-    """SIGTERM/SIGINT (main thread only) or ``stop`` ask the trainer to stop after the
-    current step; a second signal kills."""
-    names = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
+    """SIGTERM, SIGINT and SIGHUP (a closed terminal; main thread only) or ``stop`` ask
+    the trainer to stop after the current step; a second signal kills."""
     in_main = threading.current_thread() is threading.main_thread()
-    previous = {sig: signal.getsignal(sig) for sig in names} if in_main else {}
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} if in_main else {}
 
     def handler(signum, frame):
         if trainer.stop_reason is not None:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
-        trainer.stop_reason = names[signum]
+        trainer.stop_reason = STOP_SIGNALS[signum][0]
 
     for sig in previous:
         signal.signal(sig, handler)
@@ -252,20 +318,56 @@ def _read_summary(run_dir: Path) -> dict | None:
 
 
 def _is_done(run_dir: Path, resolved: dict) -> bool:
+    """Whether ``run_dir`` holds a finished run of this config (read through no link)."""
+    check_no_links(run_dir, RUN_FILES)
     summary = _read_summary(run_dir)
     saved = _saved_config(run_dir)
     return (summary is not None and summary.get("status") in DONE and saved is not None
             and not differing_keys([saved, resolved]))
 
 
-def _check_reusable(run_dir: Path, resolved: dict, resume: bool, force: bool) -> None:
-    """--out on a folder that holds a run needs --resume, and the same config."""
+def _started_files(run_dir: Path) -> list[str]:
+    """The files in ``run_dir`` that show a run took steps there: any checkpoint, a
+    metrics or diagnostics record, a summary, saved weights or a diverged batch."""
+    found = []
+    for name in RUN_FILES[1:]:
+        path = run_dir / name
+        if path.is_dir():
+            if any(path.iterdir()):
+                found.append(name)
+        elif path.exists() and (path.suffix != ".jsonl" or path.stat().st_size > 0):
+            found.append(name)
+    return found
+
+
+def _check_reusable(run_dir: Path, resolved: dict, resume: bool, force: bool, console) -> None:
+    """--out on a folder that holds a run needs --resume, and the same config.
+
+    Without --resume, a folder whose run never took a step (a config.yaml and empty logs
+    left by a run that failed at its start) is cleared and used; any other run file
+    (someone else's metrics.jsonl, checkpoints) refuses the folder, so nothing of another
+    run is ever mixed into this one.
+    """
     saved = _saved_config(run_dir)
+    if not resume:
+        started = _started_files(run_dir)
+        if started and saved is not None:
+            raise ConfigError(f"{run_dir}: already holds a run; add --resume to continue it, "
+                              f"or choose another --out")
+        if started:
+            raise ConfigError(f"{run_dir}: holds {', '.join(started)} of another run; "
+                              f"remove them or choose another --out")
+        if saved is not None:
+            console.info(f"{run_dir}: the run there never took a step; starting it afresh")
+        for name in RUN_FILES:
+            path = run_dir / name
+            if path.is_dir():
+                path.rmdir()  # empty, or it would be listed as started
+            else:
+                remove_file(path)
+        return
     if saved is None:
         return
-    if not resume:
-        raise ConfigError(f"{run_dir}: already holds a run; add --resume to continue it, "
-                          f"or choose another --out")
     diff = differing_keys([saved, resolved])
     if diff and not force:
         raise ConfigError(f"{run_dir}: the saved config differs in {', '.join(diff)}; "
@@ -279,10 +381,4 @@ def _saved_settings_hint(run_dir: Path) -> str:
         load_config(path, names_folder=False)
     except NnbackError:
         return ""
-    return f", or to continue with the saved settings: {resume_command(run_dir)}"
-
-
-def resume_command(run_dir: Path) -> str:
-    """The command that continues the run in ``run_dir`` with its own saved config."""
-    return (f"nnback train {shlex.quote(str(run_dir / 'config.yaml'))} "
-            f"--out {shlex.quote(str(run_dir))} --resume")
+    return f", or to continue with the saved settings: {_resume_command(path, (), run_dir, None)}"
