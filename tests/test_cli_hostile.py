@@ -126,7 +126,8 @@ def test_training_messages_naming_a_path_stay_one_line(write_config, nnback_cli)
     result = nnback_cli("train", cfg, "--out", "run\nfolder")
     assert result.returncode == 0, result.stderr
     assert "run folder run\\nfolder  (" in result.stdout
-    assert all(line.startswith(("run folder", "epoch", "done")) for line in result.stdout.splitlines())
+    lines = result.stdout.splitlines()  # each "YYYY-MM-DD HH:MM:SS message"
+    assert all(line.split(" ", 2)[2].startswith(("run folder", "epoch", "done")) for line in lines), lines
 
 
 # --- output paths the user got wrong: exit 2 (not 6, a broken disk), before any work ---------
