@@ -17,8 +17,8 @@ def format_bytes(n: float, si: bool = False) -> str:
                 value = n / scale
                 return f"{value:.3g} {unit}" if value < 1000 else f"{value:,.0f} {unit}"
         return "0 B"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
 

@@ -205,3 +205,15 @@ def test_output_dir_naming_a_file_is_a_user_error(write_config, nnback_cli, tmp_
     line = one_error_line(nnback_cli("train", cfg))
     assert line.startswith("error: afile/tiny/")
     assert line.endswith(": a part of this path is a file, not a folder")
+
+
+def test_memory_of_an_absurd_network_is_shown_in_large_units(write_config, nnback_cli):
+    """Found by trying: ~298023614.3 GiB; bytes are shown up to PiB."""
+    from nnback.formatting import format_bytes
+
+    assert format_bytes(3.2e17) == "284.2 PiB" and format_bytes(3.2e14) == "291.0 TiB"
+    cfg = write_config({"model": {"layers": [{"type": "linear", "units": 10**8}, "relu",
+                                             {"type": "linear", "units": 10**8},
+                                             {"type": "linear", "units": "auto"}]}})
+    line = one_error_line(nnback_cli("validate", cfg))
+    assert "PiB" in line and "GiB of memory" not in line
