@@ -15,12 +15,12 @@ State is keyed by parameter name, and ``state_dict()`` is a flat ``dict[str, nda
 (``"0.W/exp_avg"``, ``"step"``) that ``np.savez`` can store; loading it into a fresh
 optimizer over the same model resumes training bit-identically.
 
-When the parameters are consecutive views of one contiguous array, and so are the
-gradients (``Sequential`` lays them out that way), the state lives in arrays of the
-same layout and a step updates the whole model at once, in blocks of ``BLOCK``
-elements that stay in the CPU cache through the few element-wise operations of an
-update: a few operations per block instead of per parameter, with bit-identical
-results.
+``Sequential.parameters()`` also hands over the packed arrays its parameters and
+gradients are views of (``flat_params``, ``flat_grads``). The state then lives in
+arrays of the same layout and a step updates the whole model at once, in blocks of
+``BLOCK`` elements that stay in the CPU cache through the few element-wise operations
+of an update: a few operations per block instead of per parameter, with the same
+results bit for bit.
 
 Example:
     >>> opt = Adam(model.parameters(), lr=1e-3)
@@ -77,7 +77,10 @@ class Optimizer:
 
     Args:
         params: iterable of ``(name, param, grad)``; names unique, ``param`` a floating
-            ndarray and ``grad`` an ndarray of the same shape and dtype.
+            ndarray and ``grad`` an ndarray of the same shape and dtype. When it has
+            ``flat_params`` and ``flat_grads`` attributes (``Sequential.parameters()``
+            does), they are the 1-D arrays the params and grads are consecutive views
+            of, in order, and a step updates them as a whole.
         lr: learning rate (>= 0); a plain attribute a schedule may set before each step.
 
     Attributes:
@@ -87,6 +90,8 @@ class Optimizer:
     """
 
     def __init__(self, params, lr):
+        flat_params = getattr(params, "flat_params", None)
+        flat_grads = getattr(params, "flat_grads", None)
         self.params = list(params)
         _require(len(self.params) > 0, "params", "a non-empty list of parameters", self.params)
         _require(lr >= 0, "lr", ">= 0", lr)
@@ -97,20 +102,17 @@ class Optimizer:
             _check_param(name, param, grad, self.state)
             self.state[name] = {}
         params = [param for _, param, _ in self.params]
-        flat_param = _tiling(params)
-        flat_grad = _tiling([grad for _, _, grad in self.params])
-        self._flat = None
-        if flat_param is not None and flat_grad is not None:
-            flat_state = {buf: np.zeros_like(flat_param) for buf in self._buffer_names()}
+        if flat_params is not None and flat_grads is not None:
+            flat_state = {buf: np.zeros_like(flat_params) for buf in self._buffer_names()}
             for buf, flat in flat_state.items():
                 for (name, _, _), view in zip(self.params, _views(flat, params)):
                     self.state[name][buf] = view
-            self._flat = _blocks(flat_param, flat_grad, flat_state)
-            self._scratch = []
+            self._blocks = _blocks(flat_params, flat_grads, flat_state)
         else:
             for name, param, _ in self.params:
                 self.state[name] = {buf: np.zeros_like(param) for buf in self._buffer_names()}
-            self._scratch = _scratch_views(params)
+            self._blocks = [(param, grad, self.state[name], *scratch) for (name, param, grad), scratch
+                            in zip(self.params, _scratch_views(params))]
 
     def _buffer_names(self):
         """Names of the per-parameter state buffers this configuration needs."""
@@ -132,12 +134,8 @@ class Optimizer:
         """Take one optimization step, updating every parameter in place."""
         self.step_count += 1
         lr = float(self.lr)
-        if self._flat is not None:
-            for block in self._flat:
-                self._update(*block, lr)
-            return
-        for (name, param, grad), (tmp_a, tmp_b) in zip(self.params, self._scratch):
-            self._update(param, grad, self.state[name], tmp_a, tmp_b, lr)
+        for block in self._blocks:
+            self._update(*block, lr)
 
     def state_dict(self):
         """Copy of the optimizer state: ``{"step": int64 0-d, "<param>/<buffer>": array}``."""
@@ -205,7 +203,7 @@ class SGD(Optimizer):
     spec = Spec(
         name="sgd", doc="Stochastic gradient descent (torch.optim.SGD).",
         options=(
-            _lr(1e-3),
+            _lr(1e-2),
             Option("momentum", float, 0.0, "Momentum factor.", ge=0, lt=1),
             Option("dampening", float, 0.0, "Dampening of the momentum buffer.", ge=0, le=1),
             Option("nesterov", bool, False, "Nesterov momentum (needs momentum > 0, dampening 0)."),
@@ -214,7 +212,7 @@ class SGD(Optimizer):
         rules=(_nesterov_needs_momentum,),
     )
 
-    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False):
+    def __init__(self, params, lr=1e-2, momentum=0, dampening=0, weight_decay=0, nesterov=False):
         self.spec.check(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov)
         self.momentum = float(momentum)
@@ -408,15 +406,11 @@ class RMSprop(Optimizer):
 def grad_norm(grads):
     """Global L2 norm of gradient arrays taken together, as a Python float.
 
-    One BLAS dot product per array, or one in all when the arrays tile one packed
-    array (``Sequential``'s gradients do). Any NaN or infinite entry makes the norm
-    non-finite, so a finite norm proves every entry finite; a non-finite one can also
-    mean finite entries too large to square in their dtype.
+    One BLAS dot product per array: ``[model.flat_grads]`` takes one in all. Any NaN or
+    infinite entry makes the norm non-finite, so a finite norm proves every entry
+    finite; a non-finite one can also mean finite entries too large to square in their
+    dtype.
     """
-    grads = list(grads)
-    flat = _tiling(grads)
-    if flat is not None:
-        grads = [flat]
     return math.sqrt(sum(float(np.dot(g.ravel(), g.ravel())) for g in grads))
 
 
@@ -441,8 +435,7 @@ def clip_grad_norm(grads, max_norm, norm=None):
     total = grad_norm(grads) if norm is None else norm
     coef = max_norm / (total + 1e-6)
     if math.isfinite(total) and coef < 1:
-        flat = _tiling(grads)
-        for g in [flat] if flat is not None else grads:
+        for g in grads:
             g *= coef
     return total
 
@@ -464,26 +457,6 @@ def _check_param(name, param, grad, seen):
             f"gradient of {name!r} must be an ndarray of shape {param.shape} and dtype "
             f"{param.dtype}"
         )
-
-
-def _tiling(arrays):
-    """The 1-D array that ``arrays`` are consecutive contiguous views of, exactly; else None.
-
-    None also when ``arrays`` is empty, mixes dtypes or has gaps, overlaps or extra room.
-    """
-    if not arrays:
-        return None
-    base = arrays[0].base
-    if not isinstance(base, np.ndarray) or base.ndim != 1 or not base.flags.c_contiguous:
-        return None
-    address = base.ctypes.data
-    for a in arrays:
-        if a.base is not base or a.dtype != base.dtype or not a.flags.c_contiguous:
-            return None
-        if a.ctypes.data != address:
-            return None
-        address += a.nbytes
-    return base if address == base.ctypes.data + base.nbytes else None
 
 
 def _blocks(param, grad, state):

@@ -1,19 +1,24 @@
-"""Training-step throughput of nnback on the CPU, against PyTorch and scikit-learn.
+"""Training-step throughput of nnback on the CPU, against the same step written by hand
+in NumPy, PyTorch and scikit-learn.
 
 One training step is forward + softmax cross-entropy + backward + an SGD update with
 momentum 0.9, in float32, on synthetic data. For each case the benchmark reports
 nnback's samples per second, its achieved GFLOP/s and the fraction of the machine's
 float32 matrix-multiply peak (measured in the same run), its peak resident memory,
-and the "matrix multiplies alone" bound: the same GEMMs with nothing else. With
+the "matrix multiplies alone" bound (the same GEMMs with nothing else) and the ratio
+to a hand-written NumPy step for that one network doing the same arithmetic. With
 ``--against torch`` / ``--against sklearn`` the same network, batch, optimizer and
-data run in those libraries, interleaved round by round with nnback, and the table
-gives the ratios; with PyTorch it also times the same GEMMs on PyTorch's BLAS, which
-separates the BLAS libraries' speed from the frameworks'. Every measurement runs in a
-worker process of its own, so peak memory is per case and library.
+data run in those libraries too; with PyTorch it also times the same GEMMs on
+PyTorch's BLAS, which separates the BLAS libraries' speed from the frameworks'.
+``--baseline PATH`` times the nnback of another checkout as well, to measure a change.
+All run interleaved round by round, and each ratio is the median of the ratios of the
+same round, with their spread. Every measurement runs in a worker process of its own,
+so peak memory is per case and library.
 
 Usage:
     python scripts/bench.py [--cases spiral,digits] [--seconds 1] [--rounds 3]
-        [--against torch] [--against sklearn] [--train] [--startup] [--tiny] [--json]
+        [--against torch] [--against sklearn] [--baseline PATH] [--train] [--startup]
+        [--tiny] [--json]
 
 ``--train`` also times ``nnback train`` end to end against the bare step loop on
 mnist-shaped data, and the cost of gradient-flow diagnostics; ``--startup`` times
@@ -28,7 +33,9 @@ import argparse
 import dataclasses
 import itertools
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LR = 1e-3  # small enough that random labels never saturate the softmax (no denormals)
 MOMENTUM = 0.9
 SKLEARN_CHUNK = 16  # batches per partial_fit call
+REST = 0.05  # seconds between two measurements: BLAS and OpenMP threads spin a while after work
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +81,9 @@ CASES = {
 TITLES = {"spiral": "spiral 2-100-3, batch 300", "digits": "digits 64-128-10, batch 64",
           "mnist": "mnist-shaped 784-256-256-10, batch 128",
           "wide": "wide 784-1024-1024-10, batch 512"}
-LIBRARIES = ("nnback", "matmul", "torch", "torch-matmul", "sklearn")
+LIBRARIES = ("nnback", "handwritten", "baseline", "matmul", "torch", "torch-matmul", "sklearn")
+LABELS = {"handwritten": "hand-written NumPy", "baseline": "baseline nnback",
+          "torch": "PyTorch", "sklearn": "scikit-learn"}
 BOUNDS = ("matmul", "torch-matmul")  # the multiplies alone, on NumPy's and PyTorch's BLAS
 BLAS_NAMES = {"matmul": "NumPy's BLAS", "torch-matmul": "PyTorch's BLAS"}
 
@@ -134,6 +144,84 @@ def nnback_step(case, x, y):
         nnback_train_step(*parts, *next_batch())
         return 1
 
+    return step
+
+
+def handwritten_step(case, x, y):
+    """The same step written by hand for this one network in plain NumPy: the bound
+    nnback is held to. The same float32 GEMMs into preallocated arrays, bias added and
+    ReLU applied in place, softmax cross-entropy fused into one pass over the scores,
+    no gradient on the input, and SGD with momentum as torch.optim and nnback define it
+    (``b = g`` on the first step, then ``b = momentum * b + g``; ``p = p - lr * b``) over
+    parameters, gradients and momentum each held in one flat array."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    n, dims = case.batch, case.dims
+    shapes = [shape for a, b in pairwise(dims) for shape in ((a, b), (b,))]
+    total = sum(math.prod(shape) for shape in shapes)
+    flat_p, flat_g, flat_b, scratch = (np.zeros(total, np.float32) for _ in range(4))
+
+    def views(flat):
+        arrays, start = [], 0
+        for shape in shapes:
+            arrays.append(flat[start:start + math.prod(shape)].reshape(shape))
+            start += math.prod(shape)
+        return arrays
+
+    weights, biases = views(flat_p)[0::2], views(flat_p)[1::2]
+    dweights, dbiases = views(flat_g)[0::2], views(flat_g)[1::2]
+    for w in weights:
+        w[...] = rng.standard_normal(w.shape, dtype=np.float32) * np.float32(
+            math.sqrt(2 / len(w)))
+    acts = [np.empty((n, d), np.float32) for d in dims[1:]]
+    deltas = [np.empty((n, d), np.float32) for d in dims[1:-1]]
+    masks = [np.empty((n, d), np.float32) for d in dims[1:-1]]
+    batch_ones, class_ones = np.ones(n, np.float32), np.ones(dims[-1], np.float32)
+    starts = np.arange(0, n * dims[-1], dims[-1])
+    last = len(weights) - 1
+    next_batch = cycled_batches(x, y, n)
+    first = [True]
+
+    def step():
+        xb, yb = next_batch()
+        h = xb
+        for i in range(last + 1):
+            np.matmul(h, weights[i], out=acts[i])
+            acts[i] += biases[i]
+            if i < last:
+                np.maximum(acts[i], 0, out=acts[i])
+            h = acts[i]
+        scores = acts[last]  # softmax cross-entropy, in place: scores become dscores
+        scores -= np.asfortranarray(scores).max(axis=1)[:, None]
+        targets = starts + yb
+        picked = float(scores.take(targets).sum())
+        np.exp(scores, out=scores)
+        sums = np.matmul(scores, class_ones)
+        loss = (float(np.log(sums).sum()) - picked) / n  # noqa: F841 (computed, as nnback does)
+        sums *= n
+        scores /= sums[:, None]
+        scores.reshape(-1)[targets] -= 1 / n
+        d = scores
+        for i in range(last, -1, -1):
+            np.matmul((acts[i - 1] if i else xb).T, d, out=dweights[i])
+            np.matmul(batch_ones, d, out=dbiases[i])
+            if i:
+                np.matmul(d, weights[i].T, out=deltas[i - 1])
+                np.greater(acts[i - 1], 0, out=masks[i - 1])
+                deltas[i - 1] *= masks[i - 1]
+                d = deltas[i - 1]
+        if first[0]:
+            np.copyto(flat_b, flat_g)
+            first[0] = False
+        else:
+            np.multiply(flat_b, MOMENTUM, out=flat_b)
+            np.add(flat_b, flat_g, out=flat_b)
+        np.multiply(flat_b, LR, out=scratch)
+        np.subtract(flat_p, scratch, out=flat_p)
+        return 1
+
+    step.flat_params = flat_p  # W and b of each layer in turn, as nnback packs them
     return step
 
 
@@ -220,7 +308,8 @@ def sklearn_step(case, x, y):
     return step
 
 
-STEPS = {"nnback": nnback_step, "matmul": matmul_step, "sklearn": sklearn_step}
+STEPS = {"nnback": nnback_step, "baseline": nnback_step, "handwritten": handwritten_step,
+         "matmul": matmul_step, "sklearn": sklearn_step}
 TORCH_STEPS = {"torch": torch_step, "torch-matmul": torch_matmul_step}
 
 
@@ -296,13 +385,14 @@ def reply(obj):
 class Worker:
     """A worker process for one library and case."""
 
-    def __init__(self, library, case_name, is_tiny, torch_threads):
+    def __init__(self, library, case_name, is_tiny, torch_threads, nnback_root=ROOT):
+        self.name = f"{library} {case_name}"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", library, case_name,
                "--torch-threads", str(torch_threads)]
         if is_tiny:
             cmd.append("--tiny")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+            filter(None, [str(nnback_root), os.environ.get("PYTHONPATH")])))
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, env=env)
 
@@ -314,7 +404,7 @@ class Worker:
     def read(self):
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"benchmark worker {self.proc.args[-2:]} died")
+            raise RuntimeError(f"benchmark worker {self.name} died")
         return json.loads(line)
 
     def close(self):
@@ -334,20 +424,29 @@ def importable(module):
     return True
 
 
-def bench_case(name, libraries, seconds, rounds, is_tiny, torch_threads):
-    """Interleave ``rounds`` measurements of each library on one case; best round wins."""
+def bench_case(name, libraries, seconds, rounds, is_tiny, torch_threads, baseline=None):
+    """Interleave ``rounds`` measurements of each library on one case, each round
+    starting one library later, after a pause that lets the threads of the library
+    measured before go idle.
+
+    Rates are the best round's; each ratio nnback / other is the median of the ratios
+    of the same round, with their minimum and maximum as its spread. ``baseline``: the
+    root of another nnback checkout, timed as the library "baseline".
+    """
     case = tiny(CASES[name]) if is_tiny else CASES[name]
-    workers = {lib: Worker(lib, name, is_tiny, torch_threads)  # all start together
+    workers = {lib: Worker(lib, name, is_tiny, torch_threads,  # all start together
+                           baseline if lib == "baseline" else ROOT)
                for lib in libraries}
     rates = {lib: [] for lib in libraries}
     peak = []
     try:
         for w in workers.values():
             w.read()  # "ready": data and model built
-        for _ in range(rounds):
+        for r in range(rounds):
             peak.append(workers["matmul"].ask(
-                f"peak {256 if is_tiny else 2048} {0.05 if is_tiny else 0.5}")["gflops"])
-            for lib in libraries:
+                f"peak {256 if is_tiny else 2048} {0.05 if is_tiny else 0.2}")["gflops"])
+            for lib in libraries[r % len(libraries):] + libraries[:r % len(libraries)]:
+                time.sleep(REST)
                 rates[lib].append(workers[lib].ask(f"run {seconds}")["steps_per_second"])
     finally:
         memory = {lib: w.close() for lib, w in workers.items()}
@@ -370,8 +469,10 @@ def bench_case(name, libraries, seconds, rounds, is_tiny, torch_threads):
     nn["expected_mib"] = case.bytes() / 2 ** 20
     for lib in libraries:
         if lib not in ("nnback", "matmul"):  # nnback against each other library and bound
-            result["libraries"][lib]["nnback_ratio"] = (
-                nn["samples_per_second"] / result["libraries"][lib]["samples_per_second"])
+            ratios = [a / b for a, b in zip(rates["nnback"], rates[lib], strict=True)]
+            result["libraries"][lib].update(nnback_ratio=statistics.median(ratios),
+                                            nnback_ratio_spread=[min(ratios), max(ratios)],
+                                            nnback_ratio_rounds=ratios)
     return result
 
 
@@ -703,9 +804,12 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=1.0,
                         help="seconds per measurement (one library, one round)")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="interleaved rounds per case; the best round is reported")
+                        help="interleaved rounds per case: best round's rates, median ratios")
     parser.add_argument("--against", action="append", default=[], choices=["torch", "sklearn"],
                         help="also run this library (skipped when not installed)")
+    parser.add_argument("--baseline", metavar="PATH",
+                        help="also time the nnback of another checkout (its root folder), "
+                             "to measure a change before and after")
     parser.add_argument("--torch-threads", type=int, default=2,
                         help="torch.set_num_threads for PyTorch (default: the 2 cores)")
     parser.add_argument("--train", action="store_true",
@@ -735,15 +839,16 @@ def main(argv=None):
         print(json.dumps(report, indent=2) if args.json else format_conv_report(report))
         return 0
     skipped = [lib for lib in dict.fromkeys(args.against) if not importable(lib)]
-    libraries = ["nnback", "matmul"] + [lib for lib in dict.fromkeys(args.against)
-                                        if lib not in skipped]
+    libraries = (["nnback", "handwritten"] + (["baseline"] if args.baseline else []) + ["matmul"]
+                 + [lib for lib in dict.fromkeys(args.against) if lib not in skipped])
     if "torch" in libraries:
         libraries.append("torch-matmul")
     report = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "skipped": skipped,
               "seconds": args.seconds, "rounds": args.rounds,
               "torch_threads": args.torch_threads,
+              "baseline": args.baseline,
               "cases": [bench_case(c, libraries, args.seconds, args.rounds, args.tiny,
-                                   args.torch_threads) for c in cases]}
+                                   args.torch_threads, args.baseline) for c in cases]}
     if args.train:
         with tempfile.TemporaryDirectory() as workdir:
             report["train"] = bench_train(args.rounds, args.tiny, workdir)
@@ -787,14 +892,15 @@ def format_report(report):
     m = report["machine"]
     lines = [f"{report['date']}, {m.get('cpu', '?')}, {m['cpus']} cores, numpy {m['numpy']}, "
              f"{m.get('blas', 'BLAS unknown')}; torch with {report['torch_threads']} threads; "
-             f"best of {report['rounds']} interleaved "
-             f"rounds of {report['seconds']:g} s", ""]
+             f"{report['rounds']} interleaved rounds of {report['seconds']:g} s; samples/s "
+             f"of the best round; nnback × other: median of the same-round ratios "
+             f"(min-max)", ""]
     libs = list(report["cases"][0]["libraries"]) if report["cases"] else []
     others = [lib for lib in libs if lib not in ("nnback", *BOUNDS)]
     bounds = [lib for lib in BOUNDS if lib in libs]
     head = ["case", "nnback samples/s", "GFLOP/s", "% of GEMM peak", "% of matmul bound",
             "peak RSS MiB (budget)"]
-    head += [f"{lib} samples/s (nnback ×)" for lib in others]
+    head += [f"{LABELS[lib]} samples/s (nnback ×)" for lib in others]
     head += [f"matmul alone, {BLAS_NAMES[lib]} samples/s" for lib in bounds]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for case in report["cases"]:
@@ -804,8 +910,7 @@ def format_report(report):
                f"{100 * nn['fraction_of_peak']:.0f}%",
                f"{100 * nn['fraction_of_matmul_bound']:.0f}%",
                f"{nn['peak_rss_mib']:.0f} ({nn['expected_mib'] + nn['baseline_rss_mib']:.0f})"]
-        row += [f"{rate(r[lib]['samples_per_second'])} ({r[lib]['nnback_ratio']:.2f}×)"
-                for lib in others]
+        row += [f"{rate(r[lib]['samples_per_second'])} ({ratio(r[lib])})" for lib in others]
         row += [rate(r[lib]["samples_per_second"]) for lib in bounds]
         lines.append("| " + " | ".join(row) + " |")
     if report["skipped"]:
@@ -821,6 +926,12 @@ def format_report(report):
     for label, value in report.get("startup", {}).items():
         lines.append(f"{label}: {value['seconds']:.2f} s (exit {value['exit_code']})")
     return "\n".join(lines)
+
+
+def ratio(result):
+    """``0.97× (0.95-0.99)``: the median ratio of the rounds and its spread."""
+    low, high = result["nnback_ratio_spread"]
+    return f"{result['nnback_ratio']:.2f}× ({low:.2f}-{high:.2f})"
 
 
 def rate(samples_per_second):

@@ -34,7 +34,18 @@ def tiny_report():
 @pytest.fixture(scope="module")
 def compared_report():
     return json.loads(run("--json", "--cases", "digits", "--against", "torch",
-                          "--against", "sklearn"))
+                          "--against", "sklearn", "--baseline", str(SCRIPT.parent.parent)))
+
+
+def assert_ratio(case, lib):
+    """The library's ratio is nnback's rate over its own, round by round, with its spread."""
+    result, nnback = case["libraries"][lib], case["libraries"]["nnback"]
+    ratios = [a / b for a, b in zip(nnback["rounds_samples_per_second"],
+                                    result["rounds_samples_per_second"], strict=True)]
+    assert result["nnback_ratio_rounds"] == pytest.approx(ratios)
+    low, high = result["nnback_ratio_spread"]
+    assert low <= result["nnback_ratio"] <= high
+    assert (low, high) == pytest.approx((min(ratios), max(ratios)))
 
 
 def test_every_case_reports_nnback_and_the_matmul_bound(tiny_report):
@@ -49,19 +60,35 @@ def test_every_case_reports_nnback_and_the_matmul_bound(tiny_report):
             assert nn[key] > 0, key
         assert len(nn["rounds_samples_per_second"]) == tiny_report["rounds"] == 1
         assert case["libraries"]["matmul"]["samples_per_second"] > 0
+        assert_ratio(case, "handwritten")
 
 
 def test_other_libraries_are_compared_or_named_as_skipped(compared_report):
-    for lib in ("torch", "sklearn", "torch-matmul"):  # the GEMMs alone on PyTorch's BLAS
+    for lib in ("torch", "sklearn", "torch-matmul", "baseline"):  # torch-matmul: PyTorch's BLAS
         for case in compared_report["cases"]:
             if lib.split("-")[0] in compared_report["skipped"]:
                 assert lib not in case["libraries"]
             else:
-                result = case["libraries"][lib]
-                assert result["samples_per_second"] > 0
-                assert result["nnback_ratio"] == pytest.approx(
-                    case["libraries"]["nnback"]["samples_per_second"]
-                    / result["samples_per_second"])
+                assert case["libraries"][lib]["samples_per_second"] > 0
+                assert_ratio(case, lib)
+
+
+def test_hand_written_step_does_nnbacks_arithmetic_bit_for_bit():
+    """The reference is the same work: from the same weights and batches it reaches the
+    same parameters as nnback's step, to the last bit."""
+    import numpy as np
+
+    bench = load_bench()
+    case = bench.Case((4, 8, 6, 3), batch=5, samples=15)
+    x, y = bench.synthetic(case, np)
+    hand = bench.handwritten_step(case, x, y)
+    model, loss_fn, opt = bench.nnback_parts(case)
+    np.testing.assert_array_equal(hand.flat_params, model.flat_params)
+    next_batch = bench.cycled_batches(x, y, case.batch)
+    for _ in range(4):  # the momentum's first step, then the steady update; batches cycle
+        hand()
+        bench.nnback_train_step(model, loss_fn, opt, *next_batch())
+        np.testing.assert_array_equal(hand.flat_params, model.flat_params)
 
 
 def test_report_names_the_machine(tiny_report):

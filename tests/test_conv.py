@@ -123,8 +123,8 @@ def test_kernels_live_in_the_packed_parameter_array():
 
 
 def test_training_steps_reuse_their_arrays():
-    """The im2col matrices and the model's activation buffers outlive a training step;
-    an evaluation pass leaves them alone; a step with a new batch size makes new ones."""
+    """The convolution's im2col matrices outlive a training step; an evaluation pass
+    leaves them alone; a step with a new batch size makes new ones."""
     rng = np.random.default_rng(6)
     model = small_convnet(rng, np.float32)
     optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -135,7 +135,7 @@ def test_training_steps_reuse_their_arrays():
                                           rng.integers(0, 3, n))
         model.backward(dscores, input_grad=False)
         optimizer.step()
-        return conv._workspace, conv._workspace.cols, model._workspace
+        return conv._workspace, conv._workspace.cols
 
     first = step(8)
     model.forward(rng.standard_normal((50, 60)), training=False)  # evaluation keeps nothing
@@ -183,17 +183,17 @@ def test_backward_before_forward_raises(name):
         layer.backward(np.ones(shape))
 
 
-@pytest.mark.parametrize("name", ["conv-stride2-padding", "maxpool-odd-overlapping", "avgpool-2",
-                                  "global-avgpool", "batchnorm2d"])
-def test_out_buffers_get_the_same_numbers(name):
+@pytest.mark.parametrize("name", ["conv-stride2-padding", "batchnorm2d"])
+def test_without_input_grad_the_same_grads_and_no_dx(name):
     layer, shape = make(name)
     x = np.random.default_rng(7).standard_normal(shape)
-    out = layer.forward(x)
-    dout = np.random.default_rng(8).standard_normal(out.shape)
-    dx = layer.backward(dout)
-    # a layer may return another array than the one offered: the returned one counts
-    np.testing.assert_array_equal(layer.forward(x, out=np.empty_like(out)), out)
-    np.testing.assert_array_equal(layer.backward(dout, out=np.empty_like(x)), dx)
+    dout = np.random.default_rng(8).standard_normal(layer.forward(x).shape)
+    layer.backward(dout)
+    grads = {key: grad.copy() for key, grad in layer.grads.items()}
+    layer.grads = {key: np.zeros_like(grad) for key, grad in grads.items()}
+    assert layer.backward(dout, input_grad=False) is None
+    for key, grad in grads.items():
+        np.testing.assert_array_equal(layer.grads[key], grad)
 
 
 # --- the same numbers as PyTorch --------------------------------------------------------

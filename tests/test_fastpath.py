@@ -1,18 +1,17 @@
-"""The fast paths (reused buffers, packed parameters, whole-model optimizer steps, the
-lean softmax cross-entropy) give the numbers of a plain NumPy reference."""
+"""The fast paths (packed parameters, whole-model optimizer steps, the fused softmax
+cross-entropy, no input gradient in a training step) give the numbers of a plain NumPy
+reference, bit for bit."""
 
-import tracemalloc
 from itertools import pairwise
 
 import numpy as np
 import pytest
 
 from nnback.layers import Dropout, Linear, ReLU, Sigmoid, Tanh
-from nnback.losses import SoftmaxCrossEntropy
+from nnback.losses import SoftmaxCrossEntropy, softmax_cross_entropy
 from nnback.model import Sequential
 from nnback.optim import BLOCK, SGD, Adam, RMSprop, clip_grad_norm
 
-TOL = {np.float32: dict(rtol=2e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-14)}
 ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
 
 
@@ -27,42 +26,52 @@ def build(dtype, widths=(6, 9, 7, 4), activation="relu", seed=0):
 
 
 def reference_activation(name, h):
-    """(out, local gradient) of an activation, written out in plain NumPy."""
+    """(out, a function of dout giving dx) of an activation, in plain NumPy."""
     if name == "relu":
         out = np.maximum(h, 0)
-        return out, (h > 0).astype(h.dtype)
+        return out, lambda d: (out > 0) * d
     if name == "tanh":
         out = np.tanh(h)
-        return out, 1 - out ** 2
-    out = 1 / (1 + np.exp(-h))
-    return out, out * (1 - out)
+        return out, lambda d: (1 - out * out) * d
+    z = np.exp(-np.abs(h))  # the logistic function without overflow
+    out = np.where(h >= 0, 1 / (1 + z), z / (1 + z))
+    return out, lambda d: (1 - out) * out * d
+
+
+def reference_loss(scores, y):
+    """Softmax cross-entropy and its gradient, in the order of operations nnback uses."""
+    n, c = scores.shape
+    rows = np.arange(n)
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    picked = float(shifted[rows, y].sum())
+    probs = np.exp(shifted)
+    sums = probs @ np.ones(c, scores.dtype)  # row sums
+    loss = (float(np.log(sums).sum()) - picked) / n
+    dscores = probs / (sums * n)[:, None]
+    dscores[rows, y] -= 1 / n
+    return loss, dscores
 
 
 def reference_step(weights, biases, velocity, x, y, lr, momentum, activation, first_step):
-    """Forward, softmax cross-entropy, backward and SGD with momentum, all by hand.
+    """Forward, softmax cross-entropy, backward and SGD with momentum, by hand.
 
-    Returns the loss and the gradients; updates weights, biases and velocity in place.
+    Returns the loss, the gradients (W, b per layer) and dx; updates weights, biases
+    and velocity in place.
     """
-    acts, locals_ = [x], []
+    acts, backs = [x], []
     for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
         h = acts[-1] @ w + b
         if i < len(weights) - 1:
-            h, local = reference_activation(activation, h)
-            locals_.append(local)
+            h, back = reference_activation(activation, h)
+            backs.append(back)
         acts.append(h)
-    scores = acts[-1]
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    n = len(x)
-    loss = -log_probs[np.arange(n), y].mean()
-    d = np.exp(log_probs)
-    d[np.arange(n), y] -= 1
-    d /= n
+    loss, d = reference_loss(acts[-1], y)
     grads = []
     for i in range(len(weights) - 1, -1, -1):
-        grads.append((acts[i].T @ d, d.sum(axis=0)))
+        grads.append((acts[i].T @ d, np.ones(len(x), x.dtype) @ d))  # db: a sum over N
+        d = d @ weights[i].T
         if i:
-            d = (d @ weights[i].T) * locals_[i - 1]
+            d = backs[i - 1](d)
     grads.reverse()
     params = [p for pair in zip(weights, biases, strict=True) for p in pair]
     flat_grads = [g for pair in grads for g in pair]
@@ -73,13 +82,13 @@ def reference_step(weights, biases, velocity, x, y, lr, momentum, activation, fi
             v *= momentum
             v += g
         p -= lr * v
-    return loss, flat_grads
+    return loss, flat_grads, d
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("input_grad", [True, False])
-def test_training_steps_match_the_reference(dtype, activation, input_grad):
+def test_training_steps_are_bit_identical_to_the_reference(dtype, activation, input_grad):
     model = build(dtype, activation=activation)
     loss_fn = SoftmaxCrossEntropy()
     opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -88,7 +97,7 @@ def test_training_steps_match_the_reference(dtype, activation, input_grad):
     velocity = [np.zeros_like(p) for p in params]
     rng = np.random.default_rng(1)
     for step in range(5):
-        batch = 8 if step < 3 else 5  # a new batch size reallocates the buffers
+        batch = 8 if step < 3 else 5
         x = rng.standard_normal((batch, 6)).astype(dtype)
         y = rng.integers(0, 4, batch)
         scores = model.forward(x)
@@ -96,32 +105,55 @@ def test_training_steps_match_the_reference(dtype, activation, input_grad):
         dx = model.backward(dscores, input_grad=input_grad)
         grads = [g.copy() for _, _, g in model.parameters()]
         opt.step()
-        ref_loss, ref_grads = reference_step(weights, biases, velocity, x, y, 0.1, 0.9,
-                                             activation, step == 0)
-        assert loss == pytest.approx(ref_loss, rel=TOL[dtype]["rtol"])
-        assert (dx is None) != input_grad
+        ref_loss, ref_grads, ref_dx = reference_step(weights, biases, velocity, x, y, 0.1, 0.9,
+                                                     activation, step == 0)
+        assert loss == ref_loss
+        if input_grad:
+            np.testing.assert_array_equal(dx, ref_dx)
+        else:
+            assert dx is None
         for got, want in zip(grads, ref_grads, strict=True):
-            np.testing.assert_allclose(got, want, **TOL[dtype])
+            np.testing.assert_array_equal(got, want)
         for (_, got, _), want in zip(model.parameters(), params, strict=True):
-            np.testing.assert_allclose(got, want, **TOL[dtype])
+            np.testing.assert_array_equal(got, want)
         assert scores.dtype == dscores.dtype == dtype
         assert all(g.dtype == dtype for g in grads)
         assert all(s.dtype == dtype for s in opt.state_dict().values() if s.ndim)
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (1, 4), (5, 2), (64, 3), (7, 10), (3, 200)],
+                         ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("smoothing", [0.0, 0.3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fast_path_equals_the_traced_path(dtype):
-    """A traced pass allocates every array; the numbers are the same bit for bit."""
-    x = np.random.default_rng(2).standard_normal((10, 6)).astype(dtype)
-    y = np.arange(10) % 4
-    results = []
-    for trace in (None, []):
-        model = build(dtype)
-        _, dscores = SoftmaxCrossEntropy()(model.forward(x, trace=trace), y)
-        dx = model.backward(dscores, trace=None if trace is None else [])
-        results.append([dx] + [g.copy() for _, _, g in model.parameters()])
-    for fast, traced in zip(*results, strict=True):
-        np.testing.assert_array_equal(fast, traced)
+def test_fused_softmax_cross_entropy_matches_its_definition(shape, smoothing, dtype):
+    rng = np.random.default_rng(8)
+    scores = (rng.standard_normal(shape) * 30).astype(dtype)
+    scores[0] += 1e4  # one row far from the others: each row needs its own maximum
+    y = rng.integers(0, shape[1], shape[0])
+    loss, dscores = SoftmaxCrossEntropy(label_smoothing=smoothing)(scores.copy(), y)
+    want_loss, want_dscores = softmax_cross_entropy(scores, y, label_smoothing=smoothing)
+    tol = {"rtol": 1e-5, "atol": 1e-7} if dtype == np.float32 else {"rtol": 1e-13, "atol": 1e-16}
+    assert loss == pytest.approx(want_loss, rel=tol["rtol"], abs=tol["atol"])
+    np.testing.assert_allclose(dscores, want_dscores, **tol)
+    assert dscores.dtype == want_dscores.dtype == dtype
+
+
+def test_softmax_cross_entropy_definition_on_numbers_worked_by_hand():
+    loss, dscores = softmax_cross_entropy(np.array([[0.0, 0.0], [0.0, np.log(3.0)]]),
+                                          np.array([0, 1]))
+    # p = [1/2, 1/2] and [1/4, 3/4]; loss = (log 2 + log 4/3) / 2
+    assert loss == pytest.approx((np.log(2) + np.log(4 / 3)) / 2, rel=1e-15)
+    np.testing.assert_allclose(dscores, [[-0.25, 0.25], [0.125, -0.125]], rtol=1e-15)
+
+
+@pytest.mark.parametrize(("dtype", "bad"), [(dtype, bad) for dtype in (np.int8, np.int32, np.int64)
+                                             for bad in (-1, 5, 100)]
+                         + [(np.uint8, 5), (np.uint64, 2 ** 63 + 5)])
+def test_softmax_cross_entropy_rejects_labels_out_of_range(dtype, bad):
+    labels = np.array([0, bad, 1], dtype)
+    for loss_fn in (SoftmaxCrossEntropy(), softmax_cross_entropy):
+        with pytest.raises(ValueError, match=rf"class labels must be in \[0, 5\), got .*{bad}"):
+            loss_fn(np.zeros((3, 5), np.float32), labels)
 
 
 def test_returned_arrays_are_never_overwritten():
@@ -137,19 +169,6 @@ def test_returned_arrays_are_never_overwritten():
     np.testing.assert_array_equal(out1, kept)
     np.testing.assert_array_equal(dx1, dx_kept)
     assert not np.shares_memory(out1, out2)
-
-
-def test_identity_layers_at_the_ends_do_not_leak_reused_buffers():
-    rng = np.random.default_rng(10)
-    model = Sequential([Dropout(0.0), Linear(6, 5, dtype=np.float64, rng=rng), ReLU(),
-                        Linear(5, 4, dtype=np.float64, rng=rng), ReLU(), Dropout(0.0)])
-    x1, x2 = rng.standard_normal((2, 3, 6))
-    out1 = model.forward(x1)
-    dx1 = model.backward(np.ones_like(out1))
-    kept = out1.copy(), dx1.copy()
-    model.backward(np.ones_like(model.forward(x2)) * 2)
-    np.testing.assert_array_equal(out1, kept[0])
-    np.testing.assert_array_equal(dx1, kept[1])
 
 
 def test_trace_arrays_are_distinct_per_layer_and_step():
@@ -174,15 +193,29 @@ def test_input_grad_false_skips_layers_below_the_first_trained_one():
     np.testing.assert_allclose(model[1].grads["b"], np.full(4, 7.0))
 
 
-def test_parameters_and_gradients_are_packed_contiguously():
+def test_a_model_without_parameters_has_no_input_grad_to_skip():
+    model = Sequential([ReLU(), Tanh()])
+    model.forward(np.ones((2, 3)))
+    assert model.backward(np.ones((2, 3)), input_grad=False) is None
+    assert model.backward(np.ones((2, 3))).shape == (2, 3)
+    assert model.flat_params.size == model.flat_grads.size == 0
+
+
+def test_parameters_and_gradients_are_views_of_the_packed_arrays():
     model = build(np.float32)
-    params = [p for _, p, _ in model.parameters()]
-    grads = [g for _, _, g in model.parameters()]
-    for arrays in (params, grads):
-        base = arrays[0].base
-        assert base.size == sum(a.size for a in arrays)
-        assert all(a.base is base for a in arrays)
-    assert not any(np.shares_memory(p, g) for p in params for g in grads)
+    params = model.parameters()
+    assert params.flat_params is model.flat_params and params.flat_grads is model.flat_grads
+    np.testing.assert_array_equal(model.flat_params,
+                                  np.concatenate([p.ravel() for _, p, _ in params]))
+    start = 0
+    for _, param, grad in params:
+        for array, flat in ((param, model.flat_params), (grad, model.flat_grads)):
+            assert array.base is flat
+            assert array.__array_interface__["data"][0] == (
+                flat.__array_interface__["data"][0] + start * flat.itemsize)
+        start += param.size
+    assert start == model.flat_params.size == model.num_parameters()
+    assert not np.shares_memory(model.flat_params, model.flat_grads)
 
 
 OPTIMIZERS = {
@@ -197,14 +230,16 @@ OPTIMIZERS = {
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("widths", [(6, 9, 7, 4), (6, 300, 300, 4)])  # 1 and 2 blocks
 def test_whole_model_update_equals_per_parameter_update(name, dtype, widths):
-    """Packed parameters take one update for the whole model, bit-identical to one
-    update per separately allocated parameter."""
+    """The packed parameters of ``model.parameters()`` take one update for the whole
+    model, bit-identical to one update per separately allocated parameter."""
     model = build(dtype, widths)
-    loose = [(n, p.copy(), g) for n, p, g in model.parameters()]  # not packed
+    assert (model.num_parameters() > BLOCK) == (widths[1] == 300)
+    loose = [(n, p.copy(), g) for n, p, g in model.parameters()]  # a plain list: not packed
     packed_opt = OPTIMIZERS[name](model.parameters())
     loose_opt = OPTIMIZERS[name](loose)
-    assert packed_opt._flat is not None and loose_opt._flat is None
-    assert len(packed_opt._flat) == 1 + (model.num_parameters() > BLOCK)
+    state = packed_opt.state_dict().keys() - {"step"}
+    packed_state = [arr for buffers in packed_opt.state.values() for arr in buffers.values()]
+    assert len({id(arr.base) for arr in packed_state}) == len(state) // len(loose)
     rng = np.random.default_rng(6)
     for _ in range(4):
         for _, _, g in model.parameters():
@@ -222,78 +257,24 @@ def test_whole_model_update_equals_per_parameter_update(name, dtype, widths):
 def test_packed_optimizer_state_round_trips():
     model = build(np.float32)
     opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
-    for _, _, g in model.parameters():
-        g.fill(1.0)
+    model.flat_grads.fill(1.0)
     opt.step()
     fresh = SGD(model.parameters(), lr=0.1, momentum=0.9)
     fresh.load_state_dict(opt.state_dict())
-    before = [p.copy() for _, p, _ in model.parameters()]
+    before = model.flat_params.copy()
     fresh.step()
-    after_fresh = [p.copy() for _, p, _ in model.parameters()]
-    for (_, p, _), b in zip(model.parameters(), before, strict=True):
-        p[...] = b
+    after_fresh = model.flat_params.copy()
+    model.flat_params[...] = before
     opt.step()
-    for (_, p, _), want in zip(model.parameters(), after_fresh, strict=True):
-        np.testing.assert_array_equal(p, want)
+    np.testing.assert_array_equal(model.flat_params, after_fresh)
 
 
-def test_clip_grad_norm_on_packed_gradients():
+def test_clip_grad_norm_of_the_packed_gradients_scales_every_parameter():
     model = build(np.float64)
-    rng = np.random.default_rng(7)
-    for _, _, g in model.parameters():
-        g[...] = rng.standard_normal(g.shape)
+    model.flat_grads[...] = np.random.default_rng(7).standard_normal(model.flat_grads.size)
     grads = [g for _, _, g in model.parameters()]
     expected = np.sqrt(sum((g ** 2).sum() for g in grads))
     scaled = [g * (1.0 / (expected + 1e-6)) for g in grads]
-    assert clip_grad_norm(grads, 1.0) == pytest.approx(expected, rel=1e-12)
+    assert clip_grad_norm([model.flat_grads], 1.0) == pytest.approx(expected, rel=1e-12)
     for got, want in zip(grads, scaled, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12)
-
-
-@pytest.mark.parametrize("smoothing", [0.0, 0.3])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_softmax_cross_entropy_matches_the_formula(smoothing, dtype):
-    rng = np.random.default_rng(8)
-    scores = (rng.standard_normal((6, 5)) * 30).astype(dtype)
-    y = rng.integers(0, 5, 6)
-    loss, dscores = SoftmaxCrossEntropy(label_smoothing=smoothing)(scores, y)
-    wide = scores.astype(np.float64)
-    log_probs = wide - wide.max(1, keepdims=True)
-    log_probs -= np.log(np.exp(log_probs).sum(1, keepdims=True))
-    target = np.full((6, 5), smoothing / 5)
-    target[np.arange(6), y] += 1 - smoothing
-    assert loss == pytest.approx(-(target * log_probs).sum() / 6, rel=TOL[dtype]["rtol"])
-    np.testing.assert_allclose(dscores, (np.exp(log_probs) - target) / 6, **TOL[dtype])
-    assert dscores.dtype == dtype
-
-
-@pytest.mark.parametrize("bad", [-1, 5])
-def test_softmax_cross_entropy_rejects_labels_out_of_range(bad):
-    with pytest.raises(ValueError, match=r"class labels must be in \[0, 5\)"):
-        SoftmaxCrossEntropy()(np.zeros((3, 5), np.float32), np.array([0, bad, 1]))
-
-
-def test_steady_state_step_allocates_no_activation_sized_arrays():
-    """After the first step of a batch size, a step allocates only the scores and a few
-    (N,) vectors: nothing the size of a hidden activation."""
-    model = build(np.float32, widths=(64, 256, 256, 10))
-    loss_fn = SoftmaxCrossEntropy()
-    opt = SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = np.random.default_rng(9).standard_normal((128, 64)).astype(np.float32)
-    y = np.arange(128) % 10
-
-    def step():
-        _, dscores = loss_fn(model.forward(x), y)
-        model.backward(dscores, input_grad=False)
-        opt.step()
-
-    step()
-    tracemalloc.start()
-    try:
-        for _ in range(3):
-            step()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    hidden = 128 * 256 * 4
-    assert peak < hidden / 2

@@ -86,9 +86,10 @@ def _bias_before_batchnorm(rng, bias_layer):
 class OffsetBiasLinear(Linear):
     """Linear whose bias gradient is off by a small constant: a bug the floor must not hide."""
 
-    def backward_params(self, dout):
-        super().backward_params(dout)
+    def backward(self, dout, input_grad=True):
+        dx = super().backward(dout, input_grad)
         self.grads["b"] += 1e-4
+        return dx
 
 
 def test_a_bias_with_zero_true_gradient_passes_but_a_small_wrong_one_fails():

@@ -2,9 +2,6 @@
 
 Shape (every layer here): x of any shape, (N, D) or images (N, C, H, W); out, dout and
 dx have x's shape.
-
-ReLU, Sigmoid and Tanh fill the ``out`` arrays they are given (see ``Layer.forward``);
-the other layers allocate their results.
 """
 
 import math
@@ -21,10 +18,8 @@ def sigmoid(x):
     return np.where(x >= 0, 1 / (1 + z), z / (1 + z))
 
 
-def _result(out, dout, saved):
-    """``out``, or a new array shaped like ``dout`` in the dtype ``dout * saved`` has."""
-    if out is not None:
-        return out
+def _like_product(dout, saved):
+    """A new array shaped like ``dout`` in the dtype ``dout * saved`` has."""
     return np.empty(dout.shape, np.result_type(dout, saved))
 
 
@@ -44,19 +39,19 @@ class ReLU(Layer):
         ),
     )
 
-    def forward(self, x, training=True, out=None):
-        out = np.maximum(x, 0, out=out)
+    def forward(self, x, training=True):
+        out = np.maximum(x, 0)
         self._cache = out
         return out
 
-    def backward(self, dout, out=None):
+    def backward(self, dout):
         """dx = dout * (out > 0): the mask is written into dx, then multiplied in place.
 
         A float mask times dout is one SIMD multiply; a boolean mask would be cast
         element by element, which is twice as slow.
         """
         positive = self._saved()
-        dx = np.greater(positive, 0, out=_result(out, dout, positive))
+        dx = np.greater(positive, 0, out=_like_product(dout, positive))
         dx *= dout
         return dx
 
@@ -86,12 +81,12 @@ class LeakyReLU(Layer):
         self.spec.check(negative_slope=negative_slope)
         self.negative_slope = negative_slope
 
-    def forward(self, x, training=True, out=None):
+    def forward(self, x, training=True):
         positive = x > 0
         self._cache = positive
         return np.where(positive, x, x * self.negative_slope)
 
-    def backward(self, dout, out=None):
+    def backward(self, dout):
         return np.where(self._saved(), dout, dout * self.negative_slope)
 
     def __repr__(self):
@@ -115,14 +110,14 @@ class Sigmoid(Layer):
         ),
     )
 
-    def forward(self, x, training=True, out=None):
+    def forward(self, x, training=True):
         out = sigmoid(x)
         self._cache = out
         return out
 
-    def backward(self, dout, out=None):
+    def backward(self, dout):
         y = self._saved()
-        dx = np.subtract(1, y, out=_result(out, dout, y))
+        dx = np.subtract(1, y, out=_like_product(dout, y))
         dx *= y
         dx *= dout
         return dx
@@ -144,14 +139,14 @@ class Tanh(Layer):
         ),
     )
 
-    def forward(self, x, training=True, out=None):
-        out = np.tanh(x, out=out)
+    def forward(self, x, training=True):
+        out = np.tanh(x)
         self._cache = out
         return out
 
-    def backward(self, dout, out=None):
+    def backward(self, dout):
         y = self._saved()
-        dx = np.multiply(y, y, out=_result(out, dout, y))
+        dx = np.multiply(y, y, out=_like_product(dout, y))
         np.subtract(1, dx, out=dx)
         dx *= dout
         return dx
@@ -182,12 +177,12 @@ class GELU(Layer):
         ),
     )
 
-    def forward(self, x, training=True, out=None):
+    def forward(self, x, training=True):
         t = np.tanh(_GELU_K * (x + _GELU_C * x * x * x))
         self._cache = (x, t)
         return 0.5 * x * (1 + t)
 
-    def backward(self, dout, out=None):
+    def backward(self, dout):
         x, t = self._saved()
         dt = _GELU_K * (1 + 3 * _GELU_C * x * x) * (1 - t * t)
         return dout * (0.5 * (1 + t) + 0.5 * x * dt)
@@ -227,13 +222,13 @@ class Softplus(Layer):
         self.beta = beta
         self.threshold = threshold
 
-    def forward(self, x, training=True, out=None):
+    def forward(self, x, training=True):
         bx = x * self.beta
         linear = bx > self.threshold
         self._cache = (bx, linear)
         return np.where(linear, x, np.logaddexp(0, bx) / self.beta)
 
-    def backward(self, dout, out=None):
+    def backward(self, dout):
         bx, linear = self._saved()
         return dout * np.where(linear, 1, sigmoid(bx))
 

@@ -34,37 +34,26 @@ class Layer(Cached):
         self.grads = {}
         self.buffers = {}
 
-    def forward(self, x, training=True, out=None):
+    def forward(self, x, training=True):
         """Compute the output and cache what backward needs.
 
         Args:
             x: input, (N, D) or images (N, C, H, W); only read.
             training: training mode (batch statistics, dropout masks) or evaluation.
-            out: optional array of the output's shape and dtype, not ``x``, that the
-                layer writes its result into instead of allocating one. A layer may
-                still return another array (an identity layer returns ``x``): always
-                use the returned array. The cache may reference ``x`` and ``out``, so
-                the caller must leave both untouched until the matching backward.
         Returns:
             out: (N, *output_shape(x.shape[1:])).
         """
         raise NotImplementedError
 
-    def backward(self, dout, out=None):
+    def backward(self, dout):
         """Return dx, x's shape, and overwrite ``grads``; ``dout``, out's shape, is only read.
 
-        out: optional array of dx's shape and dtype, not ``dout``, to write dx into
-        (the same rule as ``forward``: always use the returned array).
+        A layer with parameters also takes ``input_grad``: ``backward(dout,
+        input_grad=False)`` overwrites ``grads`` and returns None, skipping the work of
+        dx where it can (``Sequential.backward`` asks this of the first layer with
+        parameters when nobody reads the input's gradient).
         """
         raise NotImplementedError
-
-    def backward_params(self, dout):
-        """Overwrite ``grads`` from ``dout`` without returning dx.
-
-        For the first trained layer of a model, whose input gradient nobody reads;
-        layers that can skip the work of dx override this.
-        """
-        self.backward(dout)
 
     def output_features(self, in_features):
         """Number of output features for ``in_features`` input features."""

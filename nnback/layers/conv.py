@@ -116,28 +116,25 @@ class Conv2d(Layer):
         if "b" in self.params:
             self.params["b"].fill(0)
 
-    def forward(self, x, training=True, out=None):
-        """x: (N, C, H, W) -> out: (N, F, Ho, Wo); ``out`` is an optional array to fill."""
+    def forward(self, x, training=True):
+        """x: (N, C, H, W) -> out: (N, F, Ho, Wo)."""
         ws = self._workspace_for(x, keep=training)
         mat = np.matmul(self._weight_matrix(), ws.im2col(x), out=ws.mat)
-        if out is None:
-            out = np.empty((len(x), self.out_channels, *ws.out_size), mat.dtype)
+        out = np.empty((len(x), self.out_channels, *ws.out_size), mat.dtype)
         self._cache = ws
         return ws.output(mat, self.params.get("b"), out)
 
-    def backward(self, dout, out=None):
+    def backward(self, dout, input_grad=True):
         """dout: (N, F, Ho, Wo) -> dx: (N, C, H, W); fills dW and db.
 
-        ``out`` is an optional (N, C, H, W) array to write dx into.
+        With ``input_grad=False`` only dW and db are computed and None is returned.
         """
         ws = self._saved()
         dmat = self._param_grads(dout, ws)
+        if not input_grad:
+            return None
         dcols = np.matmul(self._weight_matrix().T, dmat, out=ws.dcols())
-        return ws.col2im(dcols, out)
-
-    def backward_params(self, dout):
-        """Overwrite dW and db from dout, (N, F, Ho, Wo), without computing dx."""
-        self._param_grads(dout, self._saved())
+        return ws.col2im(dcols)
 
     def _param_grads(self, dout, ws):
         """Fill dW and db; return dout as the GEMM-shaped matrix ``dmat``."""
@@ -282,13 +279,11 @@ class _Columns:
         np.copyto(dmat.reshape(len(dmat), -1, *self.grid)[..., :wo], dout.transpose(1, 0, 2, 3))
         return dmat
 
-    def col2im(self, dcols, out):
+    def col2im(self, dcols):
         """Add each column of dcols, (K, N * Ho * Wg), back onto the pixels its patch came
-        from: one strided add per kernel offset (i, j). Returns dx, (N, C, H, W): ``out``
-        if given, else a new array."""
+        from: one strided add per kernel offset (i, j). Returns dx, (N, C, H, W), a new array."""
         n, c, h, w = self.x_shape
-        if out is None:
-            out = np.empty(self.x_shape, self.dtype)
+        out = np.empty(self.x_shape, self.dtype)
         dflat = self._once("dflat", lambda: np.empty_like(self._flat))
         offsets = self._once("offsets", lambda: [self._view(dflat, *self._offset_steps, start=start)
                                                  for start in self._offset_starts])

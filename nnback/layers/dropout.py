@@ -41,18 +41,18 @@ class Dropout(Layer):
         self.p = p
         self.rng = np.random.default_rng() if rng is None else rng
 
-    def forward(self, x, training=True, out=None):
+    def forward(self, x, training=True):
         if not training or self.p == 0:
             self._cache = (None,)
             return x
         keep = 1 - self.p
         mask = (self.rng.random(x.shape, dtype=x.dtype) < keep) * x.dtype.type(1 / keep)
         self._cache = (mask,)
-        return np.multiply(x, mask, out=out)
+        return x * mask
 
-    def backward(self, dout, out=None):
+    def backward(self, dout):
         (mask,) = self._saved()
-        return dout if mask is None else np.multiply(dout, mask, out=out)
+        return dout if mask is None else dout * mask
 
     def __repr__(self):
         return f"Dropout(p={self.p})"

@@ -70,28 +70,24 @@ class Linear(Layer):
         if "b" in self.params:
             self.params["b"].fill(0)
 
-    def forward(self, x, training=True, out=None):
-        """x: (N, D_in) -> out: (N, D_out); ``out`` is an optional (N, D_out) array to fill."""
-        out = np.matmul(x, self.params["W"], out=out)
+    def forward(self, x, training=True):
+        """x: (N, D_in) -> out: (N, D_out)."""
+        out = np.matmul(x, self.params["W"])
         if "b" in self.params:
             out += self.params["b"]
         self._cache = x
         return out
 
-    def backward(self, dout, out=None):
+    def backward(self, dout, input_grad=True):
         """dout: (N, D_out) -> dx: (N, D_in); dW = x.T @ dout, db = dout summed over N.
 
-        ``out`` is an optional (N, D_in) array to write dx into.
+        With ``input_grad=False`` only dW and db are computed and None is returned.
         """
-        self.backward_params(dout)
-        return np.matmul(dout, self.params["W"].T, out=out)
-
-    def backward_params(self, dout):
-        """Overwrite dW and db from dout, (N, D_out), without computing dx."""
         x = self._saved()
         np.matmul(x.T, dout, out=self.grads["W"])
         if "b" in self.grads:
             np.matmul(self._ones(len(dout)), dout, out=self.grads["b"])
+        return np.matmul(dout, self.params["W"].T) if input_grad else None
 
     def _ones(self, n):
         """A cached ones vector, (n,): ``ones @ dout`` sums over the batch faster than sum."""

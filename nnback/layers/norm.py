@@ -49,8 +49,8 @@ class _AffineNorm(Layer):
         self.params = {"gamma": np.ones(num_features, dtype), "beta": np.zeros(num_features, dtype)}
         self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
 
-    def _affine(self, xhat, out):
-        out = np.multiply(xhat, _per_feature(self.params["gamma"], xhat.ndim), out=out)
+    def _affine(self, xhat):
+        out = xhat * _per_feature(self.params["gamma"], xhat.ndim)
         out += _per_feature(self.params["beta"], xhat.ndim)
         return out
 
@@ -122,12 +122,12 @@ class BatchNorm1d(_AffineNorm):
         self.buffers = {"running_mean": np.zeros(num_features, dtype),
                         "running_var": np.ones(num_features, dtype)}
 
-    def forward(self, x, training=True, out=None):
+    def forward(self, x, training=True):
         if not training:
             inv_std = _per_feature(1 / np.sqrt(self.buffers["running_var"] + self.eps), x.ndim)
             xhat = (x - _per_feature(self.buffers["running_mean"], x.ndim)) * inv_std
             self._cache = (False, xhat, inv_std)
-            return self._affine(xhat, out)
+            return self._affine(xhat)
         n = x.size // x.shape[1]
         if n < 2:
             raise ValueError(f"{type(self).__name__} needs {self.too_few} in training")
@@ -139,11 +139,14 @@ class BatchNorm1d(_AffineNorm):
         running_var *= 1 - m
         running_var += (m * n / (n - 1)) * var.reshape(-1)
         self._cache = (True, xhat, inv_std)
-        return self._affine(xhat, out)
+        return self._affine(xhat)
 
-    def backward(self, dout, out=None):
+    def backward(self, dout, input_grad=True):
+        """dout -> dx, both x's shape; None with ``input_grad=False`` (grads only)."""
         training, xhat, inv_std = self._saved()
         dxhat = self._affine_backward(dout, xhat)
+        if not input_grad:
+            return None
         if training:
             return _normalize_backward(dxhat, xhat, inv_std, self.axes)
         dxhat *= inv_std
@@ -226,14 +229,16 @@ class LayerNorm(_AffineNorm):
         ),
     )
 
-    def forward(self, x, training=True, out=None):
+    def forward(self, x, training=True):
         xhat, inv_std, _, _ = _normalize(x, 1, self.eps)
         self._cache = (xhat, inv_std)
-        return self._affine(xhat, out)
+        return self._affine(xhat)
 
-    def backward(self, dout, out=None):
+    def backward(self, dout, input_grad=True):
+        """dout: (N, D) -> dx: (N, D); None with ``input_grad=False`` (grads only)."""
         xhat, inv_std = self._saved()
-        return _normalize_backward(self._affine_backward(dout, xhat), xhat, inv_std, 1)
+        dxhat = self._affine_backward(dout, xhat)
+        return _normalize_backward(dxhat, xhat, inv_std, 1) if input_grad else None
 
     def __repr__(self):
         return f"LayerNorm({self.num_features}, eps={self.eps})"

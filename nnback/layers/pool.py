@@ -44,12 +44,9 @@ class _WindowPool(Layer):
         kh, kw = self.kernel_size
         return size, [offset_view(x, i, j, size, self.stride) for i in range(kh) for j in range(kw)]
 
-    def _first_view(self, views, out):
-        """The first view, copied into ``out`` (or a new array): where a pool starts."""
-        if out is None:
-            return views[0].copy()
-        np.copyto(out, views[0])
-        return out
+    def _first_view(self, views):
+        """A copy of the first view: where a pool starts."""
+        return views[0].copy()
 
     def _spread(self, dx, parts):
         """dx with ``parts[o]``, (N, C, Ho, Wo), put at each offset o's view of it.
@@ -102,15 +99,15 @@ class MaxPool2d(_WindowPool):
         passes=["dx = dout at the first maximum of each window (row-major order, as PyTorch), 0 elsewhere"],
         caches=[("x", "(N, {i})"), ("out", "(N, {o})")]))
 
-    def forward(self, x, training=True, out=None):
+    def forward(self, x, training=True):
         _, views = self._offsets(x)
-        out = self._first_view(views, out)
+        out = self._first_view(views)
         for view in views[1:]:
             np.maximum(out, view, out=out)
         self._cache = (x, out)
         return out
 
-    def backward(self, dout, out=None):
+    def backward(self, dout):
         """dx: dout routed to the first maximum of each window, zero elsewhere."""
         x, pooled = self._saved()
         _, views = self._offsets(x)
@@ -125,7 +122,7 @@ class MaxPool2d(_WindowPool):
                 np.logical_xor(unrouted, hit, out=unrouted)
                 yield dout, hit
 
-        return self._spread(np.empty(x.shape, dout.dtype) if out is None else out, parts())
+        return self._spread(np.empty(x.shape, dout.dtype), parts())
 
 
 class AvgPool2d(_WindowPool):
@@ -148,22 +145,21 @@ class AvgPool2d(_WindowPool):
         passes=["dx = dout / (kh * kw) added to every input of its window"],
         caches=[("the input shape", "(N, {i})")]))
 
-    def forward(self, x, training=True, out=None):
+    def forward(self, x, training=True):
         _, views = self._offsets(x)
-        out = self._first_view(views, out)
+        out = self._first_view(views)
         for view in views[1:]:
             out += view
         out *= out.dtype.type(1 / len(views))
         self._cache = x.shape
         return out
 
-    def backward(self, dout, out=None):
+    def backward(self, dout):
         """dx: each window's dout / (kh * kw) on each of its inputs."""
         x_shape = self._saved()
         area = self.kernel_size[0] * self.kernel_size[1]
         share = dout.dtype.type(1 / area)
-        return self._spread(np.empty(x_shape, dout.dtype) if out is None else out,
-                            [(dout, share)] * area)
+        return self._spread(np.empty(x_shape, dout.dtype), [(dout, share)] * area)
 
 
 class GlobalAvgPool2d(Layer):
@@ -185,18 +181,15 @@ class GlobalAvgPool2d(Layer):
             passes=["dx = dout / (H*W) on every pixel of its channel"],
             caches=[("the input shape", "(N, {i})")]))
 
-    def forward(self, x, training=True, out=None):
+    def forward(self, x, training=True):
         self._cache = x.shape
-        return np.mean(x, axis=(2, 3), out=out)
+        return np.mean(x, axis=(2, 3))
 
-    def backward(self, dout, out=None):
+    def backward(self, dout):
         """dx: dout / (H * W) on every pixel of its channel."""
         n, c, h, w = self._saved()
         share = dout * dout.dtype.type(1 / (h * w))
-        if out is None:
-            return np.array(np.broadcast_to(share[:, :, None, None], (n, c, h, w)))
-        np.copyto(out, share[:, :, None, None])
-        return out
+        return np.array(np.broadcast_to(share[:, :, None, None], (n, c, h, w)))
 
     def output_shape(self, in_shape):
         image_size(self, in_shape)

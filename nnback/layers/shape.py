@@ -21,11 +21,11 @@ class Flatten(Layer):
         formulas=Formulas(forward=["out = x.reshape(N, {o})"], passes=["dx = dout.reshape(N, {i})"],
                           caches=[("the input shape", "(N, {i})")]))
 
-    def forward(self, x, training=True, out=None):
+    def forward(self, x, training=True):
         self._cache = x.shape
         return x.reshape(len(x), -1)
 
-    def backward(self, dout, out=None):
+    def backward(self, dout):
         return dout.reshape(self._saved())
 
     def output_shape(self, in_shape):

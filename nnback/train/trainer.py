@@ -78,7 +78,7 @@ class Trainer:
         # non-finite batch is skipped (its forward pass has already moved them).
         self._buffers_before = ([(array, array.copy()) for _, array in self.model.buffers()]
                                 if exp.train.divergence.skip_batches else [])
-        self._grads = [grad for _, _, grad in self.model.parameters()]
+        self._grads = [self.model.flat_grads]  # every gradient, packed: one norm, one scaling
         self.run_dir: Path | None = None
         self.store: CheckpointStore | None = None
         self.metrics = None  # opened by fit(), after a resume has trimmed the file
