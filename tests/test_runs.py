@@ -270,3 +270,18 @@ def test_a_differing_setting_never_shares_its_header_with_a_result_column(tmp_pa
     header = runs_table(tmp_path).splitlines()[1].split()
     assert header.count("epochs") == 1 and "train.epochs" in header
     assert short_names(["train.epochs", "optimizer.lr"], taken=["epochs"]) == ["train.epochs", "lr"]
+
+
+def test_a_name_or_value_with_control_characters_keeps_every_row_one_line(tmp_path):
+    """Runs saved under names new runs may not have (a newline, an ANSI escape) are listed
+    with the characters escaped."""
+    make_run(tmp_path / "r1", name="my\nrun\x1b[31m", lr=0.1)
+    make_run(tmp_path / "r2", name="my\nrun\x1b[31m", lr=0.2, units=32)
+    config = yaml.safe_load((tmp_path / "r2" / "config.yaml").read_text())
+    config["model"]["layers"][0]["units"] = "a\u2028b"
+    (tmp_path / "r2" / "config.yaml").write_text(yaml.safe_dump(config))
+    text = runs_table(tmp_path)
+    lines = text.split("\n")
+    assert lines[0] == f"my\\nrun\\x1b[31m: 2 runs in {tmp_path}"
+    assert len(lines) == 4 and all(line.isprintable() for line in lines)
+    assert "a\\u2028b" in lines[3]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from nnback.config.diff import differing_keys, flatten
 from nnback.config.loader import read_saved_config
-from nnback.errors import NnbackError
+from nnback.errors import NnbackError, one_line
 from nnback.formatting import duration, format_table
 from nnback.train.evaluate import higher_is_better
 from nnback.untrusted import is_int, is_number
@@ -379,7 +379,7 @@ def _block(root: Path, name: str, settings: list[str], rows: list[dict]) -> str:
               *(abbreviate(value_text(r[k]), MAX_CELL) for k in shown),
               *(_cell(k, r[k]) for k in results)] for folder, r in zip(folders, rows, strict=True)]
     runs = f"{len(rows)} run{'s' if len(rows) > 1 else ''}"
-    lines = [f"{name}: {runs} in {common}", format_table(headers, table)]
+    lines = [one_line(f"{name}: {runs} in {common}"), format_table(headers, table)]
     if len(settings) > len(shown):
         lines.append(f"({len(settings) - len(shown)} more differing settings not shown: "
                      f"{abbreviate(', '.join(settings[len(shown):]), 80)}; --format json lists them all)")
