@@ -217,3 +217,14 @@ def test_memory_of_an_absurd_network_is_shown_in_large_units(write_config, nnbac
                                              {"type": "linear", "units": "auto"}]}})
     line = one_error_line(nnback_cli("validate", cfg))
     assert "PiB" in line and "GiB of memory" not in line
+
+
+def test_eval_of_a_csv_for_a_model_not_trained_on_one(completed_run, nnback_cli, tmp_path):
+    """Found by trying: "target: name the label column", which no option of eval can do."""
+    _, run = completed_run()
+    (tmp_path / "l.csv").write_text("x0,x1,y\n0.1,0.2,1\n", encoding="utf-8")
+    assert one_error_line(nnback_cli("eval", run, "--data", "l.csv")) == (
+        "error: l.csv: the model was not trained on a CSV file, so the label column is unknown; "
+        "give an .npz file with arrays X and y")
+    np.savez(tmp_path / "l.npz", X=np.array([[0.1, 0.2]]), y=np.array([1]))
+    assert nnback_cli("eval", run, "--data", "l.npz").returncode == 0
