@@ -47,8 +47,31 @@ def output_units(exp, task: str, n_outputs: int, source: str) -> int:
     return n_outputs
 
 
+class NetworkTooLarge(ConfigError):
+    """Building would allocate more parameters than allowed.
+
+    Attributes:
+        key: the YAML key of the size of the layer that went over (``model.layers[3].channels``).
+        parameters: the parameters of the network up to and including that layer.
+    """
+
+    def __init__(self, message: str, key: str, parameters: int):
+        super().__init__(message)
+        self.key, self.parameters = key, parameters
+
+
+def layer_key(exp, i: int) -> str:
+    """The YAML key of layer ``i`` of the expanded layer list; for its size (``units``,
+    ``channels``) where the layer has one: ``model.layers[3].channels``,
+    ``model.mlp.hidden``."""
+    sized_by = LAYERS[exp.model.layer_specs()[i].type].spec.sized_by
+    if exp.model.layers is not None:
+        return f"model.layers[{i}]" + (f".{sized_by}" if sized_by else "")
+    return "model.mlp.hidden" if sized_by else "model.mlp"
+
+
 def build_model(exp, n_features: int, units_out: int, rng: np.random.Generator, source: str,
-                image_shape=None) -> Sequential:
+                image_shape=None, max_parameters: int | None = None) -> Sequential:
     """The configured network for rows of ``n_features`` inputs, parameters drawn from ``rng``.
 
     The last layer's ``auto`` option (Linear's ``units``) becomes ``units_out``.
@@ -57,8 +80,12 @@ def build_model(exp, n_features: int, units_out: int, rng: np.random.Generator, 
         image_shape: (C, H, W) of the images the rows hold, or None. A network with an
             image layer (``spec.images``) takes the rows as images of this shape; any
             other network takes them as flat rows.
+        max_parameters: the most parameters the network may have; each layer's are
+            counted (``parameter_shapes``) before it allocates them.
 
     Raises:
+        NetworkTooLarge: more than ``max_parameters``, naming the first layer that
+            goes over.
         ConfigError: a layer that cannot take the shape reaching it, naming the layer
             and the shapes; the last layer's units differ from ``units_out``.
     """
@@ -71,7 +98,7 @@ def build_model(exp, n_features: int, units_out: int, rng: np.random.Generator, 
             f"{source}: {key}[{images}]: {sections[images].type} needs images, but the data rows "
             f"have no image shape: give data.shape: [C, H, W] ({n_features} values per row)")
     input_shape = tuple(image_shape) if images is not None else None
-    layers, shape = [], input_shape or (n_features,)
+    layers, shape, parameters = [], input_shape or (n_features,), 0
     for i, section in enumerate(sections):
         cls = LAYERS[section.type]
         kwargs = _arguments(cls.spec, section)
@@ -83,7 +110,14 @@ def build_model(exp, n_features: int, units_out: int, rng: np.random.Generator, 
                     f"{units_out} outputs (write {option.name}: auto)"
                 )
             kwargs[option.keyword] = units_out
-        layer = _construct(cls, kwargs, shape, dtype, rng)
+        kwargs.update(_inputs(shape, dtype, rng))
+        parameters += sum(math.prod(s) for s in _call(cls.parameter_shapes, kwargs).values())
+        if max_parameters is not None and parameters > max_parameters:
+            where = layer_key(exp, i)
+            raise NetworkTooLarge(f"{source}: {where}: the network up to this layer has "
+                                  f"{parameters:,} parameters, more than {max_parameters:,}",
+                                  where, parameters)
+        layer = _call(cls, kwargs)
         try:
             shape = layer.output_shape(shape)
         except ValueError as exc:
@@ -92,11 +126,13 @@ def build_model(exp, n_features: int, units_out: int, rng: np.random.Generator, 
     return Sequential(layers, input_shape)
 
 
-def build_network(exp, data, rng: np.random.Generator, source: str) -> Sequential:
+def build_network(exp, data, rng: np.random.Generator, source: str,
+                  max_parameters: int | None = None) -> Sequential:
     """The configured network for ``data`` (a DataBundle or DataMeta: task, feature and
-    output counts, image shape); the last layer sized by ``output_units``."""
+    output counts, image shape); the last layer sized by ``output_units``; at most
+    ``max_parameters`` (see ``build_model``)."""
     units = output_units(exp, data.task, data.n_outputs, source)
-    return build_model(exp, data.n_features, units, rng, source, data.shape)
+    return build_model(exp, data.n_features, units, rng, source, data.shape, max_parameters)
 
 
 def _arguments(spec, section) -> dict:
@@ -104,14 +140,17 @@ def _arguments(spec, section) -> dict:
     return {option.keyword: getattr(section, option.name) for option in spec.options}
 
 
-def _construct(cls, kwargs: dict, shape: tuple, dtype, rng):
-    """``cls(**kwargs)`` with the input size (features or channels: ``shape[0]``), dtype
-    and rng added where the class takes them."""
-    accepted = inspect.signature(cls).parameters
-    extra = {"in_features": shape[0], "num_features": shape[0], "in_channels": shape[0],
-             "dtype": dtype, "rng": rng}
-    kwargs.update((name, value) for name, value in extra.items() if name in accepted)
-    return cls(**kwargs)
+def _inputs(shape: tuple, dtype, rng) -> dict:
+    """The constructor keywords a layer may take besides its options: the input size
+    (features or channels: ``shape[0]``), the dtype and the rng."""
+    return {"in_features": shape[0], "num_features": shape[0], "in_channels": shape[0],
+            "dtype": dtype, "rng": rng}
+
+
+def _call(fn, kwargs: dict):
+    """``fn`` called with those of ``kwargs`` it takes."""
+    accepted = inspect.signature(fn).parameters
+    return fn(**{name: value for name, value in kwargs.items() if name in accepted})
 
 
 def build_loss(exp):

@@ -203,7 +203,7 @@ class SGD(Optimizer):
     spec = Spec(
         name="sgd", doc="Stochastic gradient descent (torch.optim.SGD).",
         options=(
-            _lr(1e-3),
+            _lr(1e-2),
             Option("momentum", float, 0.0, "Momentum factor.", ge=0, lt=1),
             Option("dampening", float, 0.0, "Dampening of the momentum buffer.", ge=0, le=1),
             Option("nesterov", bool, False, "Nesterov momentum (needs momentum > 0, dampening 0)."),
@@ -212,7 +212,7 @@ class SGD(Optimizer):
         rules=(_nesterov_needs_momentum,),
     )
 
-    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False):
+    def __init__(self, params, lr=1e-2, momentum=0, dampening=0, weight_decay=0, nesterov=False):
         self.spec.check(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov)
         self.momentum = float(momentum)

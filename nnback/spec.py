@@ -214,10 +214,18 @@ class LayerSpec(Spec):
             gradient near 0; the diagnostics report their share. None: never saturates.
         images: the layer works on images (N, C, H, W): a network with such a layer
             takes rows of data with an image shape as images, any other one flat rows.
+        batch_statistics: in training the layer normalises each entry of axis 1 (a
+            feature or a channel) over the batch and every other axis, so it needs
+            more than one value there: a batch of one flat row has none.
+        sized_by: the option that sets how many features or channels the layer
+            outputs (``units``, ``channels``): the key to name when a network is too
+            large. None when the input sets the size.
     """
 
     role: str = "other"
     images: bool = False
+    batch_statistics: bool = False
+    sized_by: str | None = None
     formulas: Formulas | None = None
     can_die: bool = False
     saturated_outside: tuple[float, float] | None = None

@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from nnback.config.schema import LAYER_SECTIONS, LOSS_SECTIONS, OPTIMIZER_SECTIONS, SCHEDULE_SECTIONS
@@ -74,7 +75,7 @@ def _required(engine, keywords=False) -> dict:
     return {o.keyword if keywords else o.name: 3 for o in engine.spec.options if o.default is REQUIRED}
 
 
-@pytest.mark.parametrize("section, make, engine, option, index, value, accepted", _cases())
+@pytest.mark.parametrize("section, make, engine, option, index, value, accepted", list(_cases()))
 def test_bound_on_both_sides(section, make, engine, option, index, value, accepted):
     value = _with_element(option, index, value)
     yaml_side = {"type": engine.spec.name, **_required(engine), option.name: value}
@@ -128,3 +129,18 @@ def test_initialiser_names_on_both_sides(name, value):
             section.model_validate({"type": "linear", "units": 3, "init": name})
         with pytest.raises(ValueError, match="^init must be one of he_normal, he_uniform"):
             make_layer(LAYERS["linear"], init=name)
+
+
+
+def test_sgd_default_learning_rate_is_the_one_earlier_configs_were_trained_with(write_config):
+    """A config that leaves out ``optimizer.lr`` keeps training (and resuming) at 0.01 for sgd."""
+    from nnback.config import load_config
+    from nnback.optim import SGD
+
+    option = next(o for o in SGD.spec.options if o.name == "lr")
+    assert option.default == inspect.signature(SGD).parameters["lr"].default == 0.01
+    path = write_config()
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    del raw["optimizer"]["lr"]
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    assert load_config(path).optimizer.lr == 0.01

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from nnback.errors import NnbackError
 from nnback.formatting import format_table
+from nnback.runfolder.sweep_folder import is_sweep_folder, pick_a_trial
 from nnback.train.diagnostics import (
     HEALTHY_RATIO,
     LAYER_METRICS,
@@ -168,9 +169,14 @@ def diagnose_run(run_dir: str | Path, thresholds: Thresholds = Thresholds()) -> 
     """The report ``nnback diagnose RUN`` prints.
 
     Raises:
-        NnbackError: no records in ``run_dir`` (no or an empty ``diagnostics.jsonl``),
-            saying why.
+        NnbackError: ``run_dir`` is not a folder; no records in it (no or an empty
+            ``diagnostics.jsonl``), saying why.
     """
+    if not os.path.isdir(run_dir):
+        kind = "a file, not a run folder" if os.path.lexists(run_dir) else "no such run folder"
+        raise NnbackError(f"{run_dir}: {kind}")
+    if is_sweep_folder(run_dir):
+        raise NnbackError(pick_a_trial(run_dir))
     path = Path(run_dir) / "diagnostics.jsonl"
     records = read_records(path) if os.path.lexists(path) else []
     if not records:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from nnback.build import EVAL_BATCH, loss_targets, predicted_classes
+from nnback.build import loss_targets, predicted_classes
 from nnback.config.data_schema import FileData
 from nnback.data import load_data
 from nnback.data.inputs import read_labelled
@@ -55,11 +55,12 @@ def eval_saved(path: str | Path, split: str = "test", data_file: str | Path | No
     targets = part.y
     part.y = loss_targets(predictor.exp, part.y, predictor.model.dtype)
     with np.errstate(over="ignore", invalid="ignore"):  # a non-finite loss is reported below
-        metrics = evaluate(predictor.model, predictor.loss_fn, part, classification)
+        metrics = evaluate(predictor.model, predictor.loss_fn, part, classification, predictor.eval_rows)
     if not math.isfinite(metrics["loss"]):
         raise DataError(f"{data_file or path}: the loss on the {name} rows is {metrics['loss']}: "
                         "some inputs are far outside the range the model was trained on")
-    outputs = np.concatenate([predictor.scores(xb, preprocessed=True) for xb, _ in part.batches(EVAL_BATCH)])
+    outputs = np.concatenate([predictor.scores(xb, preprocessed=True)
+                              for xb, _ in part.batches(predictor.eval_rows)])
     if not classification:
         metrics.update(regression_report(targets, outputs))
         return {**{f"{name}_{k}": v for k, v in metrics.items()}, "samples": len(part)}
@@ -105,6 +106,10 @@ def _labelled_file(predictor: Predictor, path: Path) -> Split:
     saved = predictor.exp.data
     options = {"source": str(path)}
     if path.suffix.lower() == ".csv":
+        if not getattr(saved, "target", None):
+            keys = getattr(saved, "x_key", "X"), getattr(saved, "y_key", "y")
+            raise DataError(f"{path}: the model was not trained on a CSV file, so the label column "
+                            f"is unknown; give an .npz file with arrays {keys[0]} and {keys[1]}")
         options.update((k, getattr(saved, k)) for k in ("target", "features") if getattr(saved, k, None))
     else:
         options.update((k, getattr(saved, k)) for k in ("x_key", "y_key") if getattr(saved, k, None))

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from nnback.build import build_loss, build_network
-from nnback.commands.validate import layer_shapes, shape_text
+from nnback.commands.validate import shape_text
 from nnback.config import load_config
 from nnback.data import load_data
+from nnback.memory import layer_memory
 
 
 def _block(label: str, lines: list[str]) -> list[str]:
@@ -82,7 +83,7 @@ def explain_model(model, n_features: int, loss=None) -> str:
         n_features: D_in of each input row (reshaped to ``model.input_shape`` if set).
         loss: the loss object, explained after the last layer; None to leave it out.
     """
-    shapes = layer_shapes(model, n_features)
+    shapes = [row.shape for row in layer_memory(model, n_features)]  # the input's, then each layer's
     lines = [
         f"{len(model.layers)} layers, {model.num_parameters():,} parameters ({model.dtype}), "
         f"input {shape_text(shapes[0])} for a batch of N samples.",
@@ -106,7 +107,7 @@ def explain_config(config: str | Path, overrides=()) -> str:
     Raises:
         NnbackError: a bad config or data (as ``nnback validate``).
     """
-    exp = load_config(config, overrides)
+    exp = load_config(config, overrides, names_folder=False)
     bundle = load_data(exp.data, seed=exp.seed, base_dir=Path.cwd())
     model = build_network(exp, bundle, np.random.default_rng(exp.seed), str(config))
     return f"{config}: {exp.name}\n" + explain_model(model, bundle.n_features, build_loss(exp))

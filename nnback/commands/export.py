@@ -20,7 +20,7 @@ from nnback.data.load import PART_NAMES
 from nnback.errors import EXIT_FAILURE, EXIT_OK, DataError, ExportError, NnbackError
 from nnback.runfolder.atomic import atomic_write_bytes
 from nnback.runfolder.saved_model import Predictor, load
-from nnback.train.evaluate import EVAL_BATCH, evaluate, predicted_classes
+from nnback.train.evaluate import evaluate, predicted_classes
 
 INSTALL_HINT = 'pip install -e ".[onnx]"'
 # Largest difference to nnback's outputs that is float32 rounding: for probabilities, and
@@ -158,7 +158,7 @@ def _raw_splits(predictor: Predictor) -> dict[str, tuple[np.ndarray, np.ndarray]
     for name in PART_NAMES:
         split = getattr(bundle, name)
         if split is not None and len(split):
-            X = np.concatenate([xb for xb, _ in split.batches(EVAL_BATCH)])
+            X = np.concatenate([xb for xb, _ in split.batches(predictor.eval_rows)])
             parts[name] = (X, split.y)
     return parts
 
@@ -166,7 +166,8 @@ def _raw_splits(predictor: Predictor) -> dict[str, tuple[np.ndarray, np.ndarray]
 def _metrics(predictor: Predictor, X: np.ndarray, y: np.ndarray) -> dict:
     """nnback's loss (and accuracy) on raw rows X with labels y, as ``nnback eval`` reports them."""
     split = Split(predictor.preprocessor.transform(X), loss_targets(predictor.exp, y, predictor.model.dtype))
-    return evaluate(predictor.model, predictor.loss_fn, split, predictor.data.task == "classification")
+    return evaluate(predictor.model, predictor.loss_fn, split, predictor.data.task == "classification",
+                    predictor.eval_rows)
 
 
 def _session(runtime, model):

@@ -36,7 +36,7 @@ from nnback.data.preprocess import Preprocessor
 from nnback.data.split import split_rows
 from nnback.data.table import Table
 from nnback.errors import DataError
-from nnback.untrusted import is_int
+from nnback.untrusted import is_int, os_error
 
 PART_NAMES = ("train", "val", "test")
 
@@ -335,8 +335,15 @@ def read_file(ref: FileRef, cfg: FileData | FilesData, base_dir: Path) -> Table:
 
 def _path(base_dir: Path, ref: str) -> Path:
     """``ref`` resolved against base_dir; a missing relative path names the folder tried."""
-    path = Path(ref).expanduser()
-    if not path.is_absolute() and not (base_dir / path).exists():
+    try:
+        path = Path(ref).expanduser()
+    except RuntimeError:  # ~user of a user this machine does not have
+        raise DataError(f"{ref}: no home folder for {ref.split('/')[0]} on this machine") from None
+    try:
+        missing = not path.is_absolute() and not (base_dir / path).exists()
+    except OSError as exc:  # a name too long for the file system
+        raise os_error(ref, exc) from None
+    if missing:
         raise DataError(f"{ref}: file not found in {base_dir.resolve()} "
                         f"(relative data paths start from there)")
     return base_dir / path

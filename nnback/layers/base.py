@@ -55,6 +55,18 @@ class Layer(Cached):
         """
         raise NotImplementedError
 
+    @classmethod
+    def parameter_shapes(cls) -> dict:
+        """``{name: shape}`` of the parameters a layer built with these constructor
+        keywords would have, known without allocating them. The keywords it takes are
+        those of the constructor that set parameter sizes; none here (no parameters)."""
+        return {}
+
+    def working_values(self, in_shape):
+        """Values of the working arrays one sample of ``in_shape`` adds to a forward pass
+        besides the output (a convolution's im2col columns); 0 here."""
+        return 0
+
     def output_features(self, in_features):
         """Number of output features for ``in_features`` input features."""
         return in_features

@@ -1,5 +1,7 @@
 """2-D convolution by im2col: one matrix multiply forward, two backward."""
 
+import math
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -59,7 +61,7 @@ class Conv2d(Layer):
     """
 
     spec = LayerSpec(
-        name="conv2d", doc="2-D convolution of images (N, C, H, W).", images=True,
+        name="conv2d", doc="2-D convolution of images (N, C, H, W).", images=True, sized_by="channels",
         options=(
             Option("channels", int, REQUIRED, "Output channels (filters); input channels come "
                    "from the data.", gt=0, arg="out_channels"),
@@ -106,6 +108,12 @@ class Conv2d(Layer):
         self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
         self._workspace = None
         self.reset_parameters(np.random.default_rng() if rng is None else rng)
+
+    @classmethod
+    def parameter_shapes(cls, in_channels, out_channels, kernel_size, bias=True):
+        """W: (F, C, kh, kw) and b: (F,)."""
+        return {"W": (out_channels, in_channels, *pair(kernel_size)),
+                **({"b": (out_channels,)} if bias else {})}
 
     def reset_parameters(self, rng):
         """Redraw W with the layer's initialiser from ``rng``; set b to zeros."""
@@ -176,6 +184,10 @@ class Conv2d(Layer):
         patch = self.params["W"][0].size
         ho, wg = _grid(out_size, in_shape[2] + 2 * self.padding[1], self.stride, self.out_channels, patch)
         return (patch, batch * ho * wg)
+
+    def working_values(self, in_shape):
+        """The im2col columns of one sample: K * Ho * Wg."""
+        return math.prod(self.columns_shape(in_shape, 1))
 
     def formula_sizes(self, in_shape):
         """For the formulas: K, the grid of window positions per image, F, W's shape and

@@ -32,7 +32,7 @@ class Linear(Layer):
     """
 
     spec = LayerSpec(
-        name="linear", doc="Fully connected layer, out = x @ W + b.", role="linear",
+        name="linear", doc="Fully connected layer, out = x @ W + b.", role="linear", sized_by="units",
         options=(
             Option("units", int, REQUIRED, "Output features; 'auto' = number of classes (or "
                    "regression targets).", gt=0, arg="out_features", auto=True),
@@ -62,6 +62,11 @@ class Linear(Layer):
         self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
         self._ones_cache = np.ones(0, self.dtype)
         self.reset_parameters(np.random.default_rng() if rng is None else rng)
+
+    @classmethod
+    def parameter_shapes(cls, in_features, out_features, bias=True):
+        """W: (D_in, D_out) and b: (D_out,)."""
+        return {"W": (in_features, out_features), **({"b": (out_features,)} if bias else {})}
 
     def reset_parameters(self, rng):
         """Redraw W with the layer's initialiser from ``rng``; set b to zeros."""

@@ -49,6 +49,11 @@ class _AffineNorm(Layer):
         self.params = {"gamma": np.ones(num_features, dtype), "beta": np.zeros(num_features, dtype)}
         self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
 
+    @classmethod
+    def parameter_shapes(cls, num_features):
+        """gamma and beta: (D,), one per feature or channel."""
+        return {"gamma": (num_features,), "beta": (num_features,)}
+
     def _affine(self, xhat):
         out = xhat * _per_feature(self.params["gamma"], xhat.ndim)
         out += _per_feature(self.params["beta"], xhat.ndim)
@@ -97,6 +102,7 @@ class BatchNorm1d(_AffineNorm):
 
     spec = LayerSpec(
         name="batchnorm", doc="Batch normalisation over the batch axis.", role="norm",
+        batch_statistics=True,
         options=(
             Option("momentum", float, 0.1, "Weight of the new batch in the running statistics.",
                    gt=0, le=1),
@@ -174,6 +180,7 @@ class BatchNorm2d(BatchNorm1d):
 
     spec = LayerSpec(
         name="batchnorm2d", doc="Batch normalisation of each image channel.", images=True,
+        batch_statistics=True,
         options=BatchNorm1d.spec.options,
         formulas=Formulas(
             forward=["training: mu, var = mean and variance of each channel over N, H and W",

@@ -7,26 +7,28 @@ weights; that is all a ``Predictor`` needs to turn raw inputs into labelled outp
 
 from __future__ import annotations
 
-import math
-from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 
-from nnback.build import EVAL_BATCH, build_loss, build_network, predicted_classes
+from nnback.build import NetworkTooLarge, build_loss, build_network, predicted_classes
+from nnback.config.loader import SAVED
 from nnback.config.schema import Experiment
 from nnback.data import DataMeta, Preprocessor, labels_from_indices
 from nnback.errors import CheckpointError, DataError
 from nnback.layers.activations import sigmoid
-from nnback.layers.window import pair
-from nnback.registry import LAYERS, LOSSES
+from nnback.memory import evaluation_rows
+from nnback.registry import LOSSES
 from nnback.runfolder.checkpoint import load_checkpoint
 from nnback.runfolder.snapshot import restore_arrays, role_arrays
+from nnback.runfolder.sweep_folder import is_sweep_folder, pick_a_trial
 
 
 def resolve_weights(path: str | Path) -> Path:
     """The weights file for a run folder (model.npz, else the newest checkpoint) or a file."""
     path = Path(path)
+    if is_sweep_folder(path):
+        raise CheckpointError(pick_a_trial(path))
     if path.is_dir():
         for candidate in ("model.npz", "checkpoints/best.npz", "checkpoints/last.npz"):
             if (path / candidate).is_file():
@@ -50,6 +52,7 @@ class Predictor:
     def __init__(self, model, preprocessor: Preprocessor, data: DataMeta, exp: Experiment):
         self.model, self.preprocessor, self.data, self.exp = model, preprocessor, data, exp
         self.loss_fn = build_loss(exp)
+        self.eval_rows = evaluation_rows(model, data.n_features, exp.train.batch_size)
 
     def __repr__(self) -> str:
         return f"Predictor({self.exp.name!r}, {self.data.task}, {self.data.n_features} features)"
@@ -66,8 +69,8 @@ class Predictor:
         if not preprocessed:
             X = self.preprocessor.transform(X)
         with np.errstate(over="ignore", invalid="ignore"):  # reported below, per row
-            parts = [self.model.forward(X[i:i + EVAL_BATCH], training=False)
-                     for i in range(0, len(X), EVAL_BATCH)]
+            parts = [self.model.forward(X[i:i + self.eval_rows], training=False)
+                     for i in range(0, len(X), self.eval_rows)]
         scores = np.concatenate(parts) if parts else np.empty((0, self.model.layers[-1].out_features))
         bad = np.flatnonzero(~np.isfinite(scores).all(axis=1))
         if bad.size:
@@ -118,7 +121,7 @@ def load(path: str | Path) -> Predictor:
     weights = resolve_weights(path)
     arrays, meta = load_checkpoint(weights)
     try:
-        exp = Experiment.model_validate(meta["config"])
+        exp = Experiment.model_validate(meta["config"], context=SAVED)
         data = DataMeta.from_dict(meta["data"])
         prep = Preprocessor.from_state_dict(role_arrays(arrays, "prep"))
     except (KeyError, ValueError, DataError) as exc:
@@ -127,8 +130,14 @@ def load(path: str | Path) -> Predictor:
     if prep.n_features != data.n_features:
         raise CheckpointError(f"{weights}: not an nnback model (preprocessing for {prep.n_features} "
                               f"features, data with {data.n_features})")
-    _check_network_size(exp, data, arrays, weights)
-    model = build_network(exp, data, np.random.default_rng(0), str(weights))
+    # The config may ask for far more weights than the file holds: count before allocating.
+    stored = sum(array.size for array in role_arrays(arrays, "model").values())
+    try:
+        model = build_network(exp, data, np.random.default_rng(0), str(weights), max_parameters=stored)
+    except NetworkTooLarge as exc:
+        raise CheckpointError(f"{weights}: weights do not fit the saved config: its layers up to "
+                              f"{exc.key} need more values than the {stored:,} stored "
+                              f"(at least {exc.parameters:,})") from None
     try:
         with np.errstate(over="ignore", invalid="ignore"):  # values the dtype cannot hold: below
             restore_arrays(model, arrays)
@@ -139,24 +148,3 @@ def load(path: str | Path) -> Predictor:
         raise CheckpointError(f"{weights}: weights {', '.join(bad)} hold NaN or inf "
                               f"(or values too large for {exp.model.dtype})")
     return Predictor(model, prep, data, exp)
-
-
-def _check_network_size(exp: Experiment, data: DataMeta, arrays: dict, weights: Path) -> None:
-    """Refuse a config whose linear layers' weight matrices (or convolution kernels)
-    would hold more values than the file stores, before building the network allocates
-    them. Linear layers after an image layer are checked from the first one on, whose
-    input size only building finds."""
-    stored = sum(array.size for array in role_arrays(arrays, "model").values())
-    specs = exp.model.layer_specs()
-    images = [i for i, spec in enumerate(specs) if LAYERS[spec.type].spec.images]
-    for spec in (specs[i] for i in images if specs[i].type == "conv2d"):
-        if spec.channels * math.prod(pair(spec.kernel)) > stored:
-            raise CheckpointError(f"{weights}: weights do not fit the saved config: its convolution "
-                                  f"of {spec.channels} channels needs more values than the {stored} stored")
-    widths = [] if images else [data.n_features]
-    widths += [data.n_outputs if spec.units == "auto" else spec.units
-               for spec in specs[images[-1] + 1 if images else 0:] if spec.type == "linear"]
-    if any(a * b > stored for a, b in pairwise(widths)):
-        raise CheckpointError(f"{weights}: weights do not fit the saved config: its layers of "
-                              f"{' -> '.join(map(str, widths))} units need more values than the "
-                              f"{stored} stored")

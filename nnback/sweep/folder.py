@@ -16,9 +16,9 @@ from nnback.config import read_yaml
 from nnback.config.diff import differing_keys
 from nnback.errors import ConfigError
 from nnback.runfolder.atomic import atomic_write_text
+from nnback.runfolder.sweep_folder import SWEEP_FILE
 from nnback.sweep.spec import SweepSpec
 
-SWEEP_FILE = "sweep.yaml"
 BASE_FILE = "base.yaml"
 # Sweep keys that change neither the trials nor their results.
 _RUN_CONTROL = ("base", "output", "name")

@@ -151,7 +151,7 @@ class Coordinator:
         overrides = set_args(trial.params)
         if "seed" not in trial.params:
             overrides.append(f"seed={trial.seed}")
-        overrides.append(f"name={self.spec.name}-{trial.id}")
+        overrides.append(f"name={self.spec.name}")  # one experiment: `nnback runs` compares the trials
         task = {"trial": trial.id, "attempt": attempt, "config": str(self.folder / "base.yaml"),
                 "overrides": overrides, "out": str(self.folder / "trials" / trial.id),
                 "max_time": self.trial_max_time, "force": self.force, "cwd": self.cwd,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnback.build import EVAL_BATCH, predicted_classes
+from nnback.build import predicted_classes
 
 # The metrics ``evaluate`` returns, and whether a larger value is better.
 HIGHER_IS_BETTER = {"loss": False, "accuracy": True}
@@ -16,11 +16,12 @@ def higher_is_better(name: str) -> bool:
     return HIGHER_IS_BETTER.get(name.rsplit("_", 1)[-1], False)
 
 
-def evaluate(model, loss_fn, split, classification: bool, batch_size: int = EVAL_BATCH) -> dict:
+def evaluate(model, loss_fn, split, classification: bool, batch_size: int) -> dict:
     """Mean loss (and accuracy for classification) over ``split``.
 
-    Runs in batches of ``batch_size`` so memory stays bounded; the loss is weighted
-    by batch size so the result equals the loss over the whole split at once.
+    Runs in batches of ``batch_size`` rows (``nnback.memory.evaluation_rows``) so
+    memory stays bounded; the loss is weighted by batch size so the result equals the
+    loss over the whole split at once (to float rounding).
 
     Returns:
         ``{"loss": float, "accuracy": float}`` (accuracy only for classification).

@@ -1,31 +1,32 @@
 """What a training run needs, known before its first step and before its run folder.
 
 ``validate`` and ``train`` both call ``check_trainable`` after loading the data and
-before building the network, so a config that cannot train (a batch normalisation
+before creating the run folder, so a config that cannot train (a batch normalisation
 layer that would see batches of one sample, a network or batch too large for the
-machine's memory) is a one-line error instead of a crash an hour in.
+machine's memory) is a one-line error instead of a crash an hour in. The memory per
+layer comes from ``nnback.memory``, the table ``validate`` prints.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from nnback.build import output_units
+from nnback.build import NetworkTooLarge, build_network, layer_key
 from nnback.data import load_data
 from nnback.errors import ConfigError, DataError
 from nnback.formatting import format_bytes
-from nnback.train.evaluate import EVAL_BATCH
+from nnback.memory import evaluation_rows, layer_memory
+from nnback.registry import LAYERS
 
 # Arrays of the size of all parameters a training process holds at its peak: weights,
 # gradients, up to two optimizer state arrays and a scratch one, and the copies a
 # checkpoint save makes of the weights and the optimizer state.
 PARAMETER_COPIES = 8
-# Arrays of the size of one batch's activations: outputs, their gradients, layer caches.
-ACTIVATION_COPIES = 4
 # The training loop gathers the rows of several batches at once, into about this much
 # float32 memory: one fancy-indexing call per bufferful instead of one per batch.
 GATHER_BYTES = 1 << 18
@@ -36,9 +37,11 @@ class MemoryNeed:
     """Bytes a run needs beyond its data, by cause, with the YAML key that sets each."""
 
     parameters: int  # all parameters, with gradients, optimizer state, checkpoint copies
-    widest_layer: str  # key of the widest linear layer whose units the config sets
-    batch: int  # activations of one training batch, and the buffer batches are gathered into
-    evaluation: int  # activations of one evaluation batch
+    widest_layer: str  # key of the size of the layer with the most memory per sample
+    batch: int  # one training batch's layer arrays, and the buffer rows are gathered into
+    evaluation: int  # one evaluation batch
+    rows: int  # rows in the largest training batch
+    eval_rows: int  # rows in the largest evaluation batch
 
     @property
     def total(self) -> int:
@@ -57,30 +60,29 @@ def gather_rows(batch_size: int, n_train: int, n_features: int) -> int:
     return min(batches * batch_size, n_train)
 
 
-def memory_need(exp, n_features: int, units_out: int, n_train: int, n_eval: int) -> MemoryNeed:
-    """Estimate what training ``exp`` needs, from the config and the data's shape alone."""
-    itemsize = np.dtype(exp.model.dtype).itemsize
-    specs = exp.model.layer_specs()
-    width, widths, params, widest = n_features, [], 0, (0, "model")
-    for i, spec in enumerate(specs):
-        if spec.type == "linear":
-            units = units_out if spec.units == "auto" else spec.units
-            params += width * units + units
-            if spec.units != "auto":
-                key = f"model.layers[{i}].units" if exp.model.layers is not None else "model.mlp.hidden"
-                widest = max(widest, (units, key))
-            width = units
-        elif spec.type in ("batchnorm", "layernorm"):
-            params += 2 * width
-        widths.append(width)
+def memory_need(exp, model, n_features: int, n_train: int, n_eval: int) -> MemoryNeed:
+    """What training ``exp`` with the built ``model`` needs, from the layers' memory table."""
+    itemsize = model.dtype.itemsize
+    table = layer_memory(model, n_features)
     rows = batch_rows(exp.train.batch_size, n_train)
+    eval_rows = min(evaluation_rows(model, n_features, rows), n_eval)
+    sized = [(row.train_values, i) for i, row in enumerate(table[1:]) if _sets_size(exp, i)]
     return MemoryNeed(
-        parameters=PARAMETER_COPIES * params * itemsize,
-        widest_layer=widest[1],
-        batch=(ACTIVATION_COPIES * sum(widths) * itemsize * rows
+        parameters=PARAMETER_COPIES * model.num_parameters() * itemsize,
+        widest_layer=layer_key(exp, max(sized)[1]) if sized else "model",
+        batch=(rows * sum(row.train_values for row in table) * itemsize
                + 4 * n_features * gather_rows(exp.train.batch_size, n_train, n_features)),
-        evaluation=2 * sum(widths) * itemsize * min(EVAL_BATCH, n_eval),
+        evaluation=eval_rows * sum(row.eval_values for row in table) * itemsize,
+        rows=rows,
+        eval_rows=eval_rows,
     )
+
+
+def _sets_size(exp, i: int) -> bool:
+    """Whether the config gives layer ``i`` its size (``units: auto`` does not)."""
+    section = exp.model.layer_specs()[i]
+    sized_by = LAYERS[section.type].spec.sized_by
+    return sized_by is not None and getattr(section, sized_by) != "auto"
 
 
 def available_memory() -> int | None:
@@ -107,35 +109,55 @@ def available_memory() -> int | None:
     return free
 
 
-def check_trainable(exp, bundle, source: str) -> None:
-    """Raise a ``ConfigError`` naming the key for a config that cannot train on ``bundle``.
+def check_trainable(exp, bundle, source: str) -> MemoryNeed:
+    """Raise a ``ConfigError`` naming the key for a config that cannot train on ``bundle``;
+    return what it needs.
 
-    Checks: batch normalisation never sees a batch of one sample in training; the
-    network, its optimizer state and the batches fit in the memory left.
+    Checks: a layer with batch statistics has more than one value per statistic in
+    every training batch; the network, its optimizer state and the batches fit in the
+    memory left. The network is built to know its shapes, but only once its parameters
+    are known to fit.
     """
     n_train = len(bundle.train)
-    norm = next((i for i, spec in enumerate(exp.model.layer_specs()) if spec.type == "batchnorm"), None)
-    if norm is not None:
-        where = f"model.layers[{norm}]" if exp.model.layers is not None else "model.mlp.norm"
-        if exp.train.batch_size == 1:
-            raise ConfigError(f"{source}: train.batch_size: batches of 1 sample have no batch "
-                              f"statistics for batchnorm ({where}); use at least 2")
-        if n_train == 1:
-            raise ConfigError(f"{source}: data: 1 training row has no batch statistics for "
-                              f"batchnorm ({where}); use more data or remove the layer")
-    units_out = output_units(exp, bundle.task, bundle.n_outputs, source)
-    n_eval = max(len(split) for split in (bundle.train, bundle.val, bundle.test) if split is not None)
-    need = memory_need(exp, bundle.n_features, units_out, n_train, n_eval)
     free = available_memory()
+    itemsize = np.dtype(exp.model.dtype).itemsize
+    most = None if free is None else free // (PARAMETER_COPIES * itemsize)
+    try:
+        model = build_network(exp, bundle, np.random.default_rng(0), source, max_parameters=most)
+    except NetworkTooLarge as exc:
+        raise ConfigError(f"{source}: {exc.key}: training needs "
+                          f"~{format_bytes(exc.parameters * PARAMETER_COPIES * itemsize)} of memory or "
+                          f"more (for the parameters, gradients and optimizer state up to this "
+                          f"layer), only {format_bytes(free)} is free") from None
+    _check_batch_statistics(exp, model, bundle.n_features, n_train, source)
+    n_eval = max(len(split) for split in (bundle.train, bundle.val, bundle.test) if split is not None)
+    need = memory_need(exp, model, bundle.n_features, n_train, n_eval)
     if free is None or need.total <= free:
-        return
+        return need
     # The batch size is to blame if batches of one row would fit, else the network.
-    one_row = need.total - need.batch + need.batch // batch_rows(exp.train.batch_size, n_train)
+    one_row = need.total - need.batch + need.batch // need.rows
     key = "train.batch_size" if one_row <= free else need.widest_layer
     raise ConfigError(f"{source}: {key}: training needs ~{format_bytes(need.total)} of memory "
                       f"({format_bytes(need.parameters)} for the parameters, gradients and optimizer "
                       f"state, {format_bytes(need.batch + need.evaluation)} for the batches), "
                       f"only {format_bytes(free)} is free")
+
+
+def _check_batch_statistics(exp, model, n_features: int, n_train: int, source: str) -> None:
+    """Every layer with batch statistics (``spec.batch_statistics``) gets more than one
+    value per feature or channel from a training batch. (A last batch of one row is
+    left out of such a network's epochs by the trainer.)"""
+    rows = batch_rows(exp.train.batch_size, n_train)
+    for i, row in enumerate(layer_memory(model, n_features)[1:]):
+        layer = model.layers[i]
+        if not layer.spec.batch_statistics or rows * math.prod(row.in_shape[1:]) > 1:
+            continue
+        where = f"model.layers[{i}]" if exp.model.layers is not None else "model.mlp.norm"
+        if exp.train.batch_size == 1:
+            raise ConfigError(f"{source}: train.batch_size: batches of 1 sample have no batch "
+                              f"statistics for {layer.spec.name} ({where}); use at least 2")
+        raise ConfigError(f"{source}: data: 1 training row has no batch statistics for "
+                          f"{layer.spec.name} ({where}); use more data or remove the layer")
 
 
 def load_training_data(exp, source: str):

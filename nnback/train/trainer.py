@@ -24,7 +24,7 @@ from nnback.build import (
     steps_per_epoch,
 )
 from nnback.data.load import Split
-from nnback.layers import BatchNorm1d
+from nnback.memory import evaluation_rows
 from nnback.optim import clip_grad_norm, grad_norm
 from nnback.runfolder.atomic import atomic_save_npz
 from nnback.runfolder.checkpoint import CheckpointStore
@@ -32,7 +32,7 @@ from nnback.runfolder.jsonl import JsonlWriter
 from nnback.train.diagnostics import DiagnosticsRecorder
 from nnback.train.divergence import Diverged, find_nonfinite, find_nonfinite_grad
 from nnback.train.evaluate import evaluate, higher_is_better
-from nnback.train.plan import gather_rows
+from nnback.train.plan import batch_rows, gather_rows
 from nnback.train.state import Progress, TrainingState
 
 # Statuses that end the loop with a checkpoint of where it stopped.
@@ -68,8 +68,9 @@ class Trainer:
                        if (split := getattr(bundle, name)) is not None}
         self.optimizer = build_optimizer(exp, self.model)
         n, bs = len(bundle.train), exp.train.batch_size
+        self.eval_rows = evaluation_rows(self.model, bundle.n_features, batch_rows(bs, n))
         self.steps_in_epoch = steps_per_epoch(n, bs)
-        if n > bs and n % bs == 1 and any(isinstance(layer, BatchNorm1d) for layer in self.model.layers):
+        if n > bs and n % bs == 1 and any(layer.spec.batch_statistics for layer in self.model.layers):
             self.steps_in_epoch -= 1  # a batch of one sample has no batch statistics
         self.total_steps = exp.train.epochs * self.steps_in_epoch
         self.lr_at = build_schedule(exp, self.steps_in_epoch)
@@ -260,7 +261,8 @@ class Trainer:
         if p.loss_count:
             record["train_loss"] = p.loss_sum / p.loss_count
         if "val" in self.splits:
-            val = evaluate(self.model, self.loss_fn, self.splits["val"], self.classification)
+            val = evaluate(self.model, self.loss_fn, self.splits["val"], self.classification,
+                           self.eval_rows)
             record.update((f"val_{k}", v) for k, v in val.items())
         seconds = self._clock()
         # The rate of the last step taken (the optimizer's own lr is not restored by a resume).
@@ -352,6 +354,6 @@ class Trainer:
         out = {}
         for name, split in self.splits.items():
             if len(split):
-                metrics = evaluate(self.model, self.loss_fn, split, self.classification)
+                metrics = evaluate(self.model, self.loss_fn, split, self.classification, self.eval_rows)
                 out.update((f"{name}_{k}", v) for k, v in metrics.items())
         return out
