@@ -21,7 +21,40 @@ def examples(*lines: str) -> str:
     return "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
 
 
+try:  # newer typer carries its own copy of click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:
+    from click.exceptions import ClickException, NoArgsIsHelpError
+
+
+class _Commands(typer.core.TyperGroup):
+    """The command group, with a usage error (a missing argument, an unknown option or
+    command, a value of the wrong type) on one line, ``error: ... (see nnback train
+    --help)``, exit 2, like every other error; a bare ``nnback`` still prints the help."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except NoArgsIsHelpError as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except ClickException as exc:
+            from nnback.errors import one_line
+
+            context = getattr(exc, "ctx", None)
+            hint = f" (see {context.command_path} --help)" if context is not None else ""
+            typer.echo(f"error: {one_line(exc.format_message()).rstrip('.')}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="nnback",
     help="Train neural networks described in YAML experiment files, with exact backpropagation.",
     epilog=examples("nnback init experiment.yaml", "nnback train experiment.yaml", "nnback runs",
@@ -385,9 +418,11 @@ def init(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ):
     """Write a commented starter experiment that validates as written."""
+    import shlex
+
     from nnback.commands.init import write_starter
 
-    typer.echo(f"wrote {write_starter(path, force=force)}; next: nnback train {path}")
+    typer.echo(f"wrote {write_starter(path, force=force)}; next: nnback train {shlex.quote(str(path))}")
 
 
 @app.command(epilog=examples(

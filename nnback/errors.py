@@ -17,10 +17,23 @@ EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
 
+def one_line(text: str) -> str:
+    """``text`` with every character that would break the line or hide part of it (a
+    newline, tab, ANSI escape, U+2028, a bidirectional override) written as its Python
+    escape, ``\\n``: paths, keys and names from configs and files stay visible and on one line."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
 class NnbackError(Exception):
-    """An error the user can fix; its message is one line naming what and where."""
+    """An error the user can fix; its message is one line naming what and where (control
+    characters in it, from a path or name the user gave, are escaped)."""
 
     exit_code = EXIT_USAGE
+
+    def __init__(self, message: str = ""):
+        super().__init__(one_line(str(message)))
 
 
 class ConfigError(NnbackError):
@@ -33,8 +46,11 @@ class ConfigError(NnbackError):
     def __init__(self, messages):
         if isinstance(messages, str):
             messages = [messages]
-        self.messages = list(messages)
-        super().__init__("\n".join(self.messages))
+        self.messages = [one_line(str(message)) for message in messages]
+        Exception.__init__(self, "\n".join(self.messages))
+
+    def __reduce__(self):
+        return type(self), (self.messages,)
 
 
 class DataError(NnbackError):

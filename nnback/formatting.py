@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from nnback.errors import one_line
+
 # Cells aligned right: numbers (1,234 and nan too), durations and the "-" of a missing value.
 NUMBER = re.compile(r"^(-|[-+]?([\d.,]+(e[-+]?\d+)?|nan|inf)(s|m\d\ds|h\d\dm)?)$")
 
@@ -17,8 +19,8 @@ def format_bytes(n: float, si: bool = False) -> str:
                 value = n / scale
                 return f"{value:.3g} {unit}" if value < 1000 else f"{value:,.0f} {unit}"
         return "0 B"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
 
@@ -34,7 +36,11 @@ def duration(seconds: float) -> str:
 
 
 def format_table(headers: list[str], rows: list[list[str]]) -> str:
-    """Columns padded to their widest cell; text left-aligned, numbers right-aligned."""
+    """Columns padded to their widest cell; text left-aligned, numbers right-aligned;
+    control characters in a cell (a name or path read from a file) escaped, so that
+    every row stays one line."""
+    headers = [one_line(h) for h in headers]
+    rows = [[one_line(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
 
     def line(cells: list[str]) -> str:

@@ -411,7 +411,11 @@ def grad_norm(grads):
     finite; a non-finite one can also mean finite entries too large to square in their
     dtype.
     """
-    return math.sqrt(sum(float(np.dot(g.ravel(), g.ravel())) for g in grads))
+    total = 0.0
+    for g in grads:
+        flat = g.reshape(-1)
+        total += float(flat.dot(flat))
+    return math.sqrt(total)
 
 
 def clip_grad_norm(grads, max_norm, norm=None):

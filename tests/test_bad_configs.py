@@ -180,6 +180,19 @@ CASES = {
         lambda cfg: cfg["model"].__setitem__("dtype", "float16"),
         "model.dtype: unknown value 'float16' (did you mean 'float64'?); choose from float32, float64"),
     "missing name": (drop(top, "name"), "name: required key is missing"),
+    "empty name": (put(top, "name", ""), "name: must not be empty"),
+    "one beta": (
+        put(top, "optimizer", {"type": "adam", "betas": [0.9]}),
+        "optimizer.betas: has too few items (got [0.9])"),
+    "three betas": (
+        put(top, "optimizer", {"type": "adam", "betas": [0.9, 0.9, 0.9]}),
+        "optimizer.betas: must have at most 2 items (got [0.9, 0.9, 0.9])"),
+    "no feature columns": (
+        lambda cfg: cfg.update(data={"source": "d.csv", "target": "y", "features": []}),
+        "data.features: must have at least 1 item (got [])"),
+    "a feature column twice": (
+        lambda cfg: cfg.update(data={"source": "d.csv", "target": "y", "features": ["a", "b", "a"]}),
+        "data.features: column 'a' is listed twice"),
 }
 
 
@@ -260,6 +273,8 @@ def test_missing_file(in_tmp):
     ("train.epochs=2.5", "cfg.yaml: train.epochs: must be an integer (got 2.5)"),
     ("model.layers.7.units=3",
      "--set model.layers.7.units=3: model.layers.7: no list item 7 (the list has 4)"),
+    ("model.mlp.hidden.0=8",  # this config lists its layers
+     "--set model.mlp.hidden.0=8: model.mlp.hidden: not a list in the config, so it has no item 0"),
     ("train.epochs=[1", "--set train.epochs: cannot parse value '[1': line 1, column 3: YAML syntax "
                         "error: expected ',' or ']', but got '<stream end>'"),
     ("name.first=1", "cfg.yaml: name: must be a string (got {'first': 1})"),

@@ -90,8 +90,9 @@ def test_skip_if_done_with_another_config_refuses_to_touch_the_run(completed, nn
     differs = nnback_cli("train", cfg, "--out", run, "--skip-if-done", "--resume",
                      "--set", "optimizer.lr=0.1", "--set", "train.epochs=30")
     assert one_error_line(differs, EXIT_USAGE) == (
-        f"error: {run}: the saved config differs in optimizer.lr, train.epochs; "
-        f"add --force to resume anyway")
+        f"error: {run}: the saved config differs in optimizer.lr, train.epochs; add --force to resume "
+        f"anyway, or to continue with the saved settings: "
+        f"nnback train {run}/config.yaml --out {run} --resume")
     assert (run / "model.npz").stat().st_mtime_ns == model_mtime
 
 

@@ -406,13 +406,14 @@ def test_lock_from_another_host_is_respected(write_config, nnback, tmp_path):
 # --- failing before training -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("where", ["under_file", "proc"])
-def test_unwritable_run_folder_fails_before_training(write_config, nnback_cli, tmp_path, where):
+@pytest.mark.parametrize("where, code", [("under_file", EXIT_USAGE), ("file", EXIT_USAGE), ("proc", EXIT_IO)])
+def test_unwritable_run_folder_fails_before_training(write_config, nnback_cli, tmp_path, where, code):
+    """A path the user got wrong (a file in it) is a user error; /proc cannot be written."""
     cfg = write_config()
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    out = blocker / "run" if where == "under_file" else Path("/proc/nnback-run")
+    out = {"under_file": blocker / "run", "file": blocker, "proc": Path("/proc/nnback-run")}[where]
     failed = nnback_cli("train", cfg, "--out", out)
-    assert failed.returncode == EXIT_IO
+    assert failed.returncode == code
     assert failed.stderr.count("\n") == 1 and failed.stderr.startswith(f"error: {out}")
     assert "run folder" not in failed.stdout

@@ -75,7 +75,7 @@ def _required(engine, keywords=False) -> dict:
     return {o.keyword if keywords else o.name: 3 for o in engine.spec.options if o.default is REQUIRED}
 
 
-@pytest.mark.parametrize("section, make, engine, option, index, value, accepted", _cases())
+@pytest.mark.parametrize("section, make, engine, option, index, value, accepted", list(_cases()))
 def test_bound_on_both_sides(section, make, engine, option, index, value, accepted):
     value = _with_element(option, index, value)
     yaml_side = {"type": engine.spec.name, **_required(engine), option.name: value}

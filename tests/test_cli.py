@@ -306,6 +306,11 @@ def test_eval_and_predict_errors(tiny):
     result = invoke("predict", "run", "wide.npy")
     assert result.exit_code == 2
     assert result.stderr == "error: wide.npy: 5 features per row, but the model was trained on 2\n"
+    Path("labelled.csv").write_text("x0,x1,label\n1,2,a\n")  # found by trying: 'a' is not a number
+    result = invoke("predict", "run", "labelled.csv")
+    assert result.exit_code == 2
+    assert result.stderr == ("error: labelled.csv: 3 feature columns (x0, x1, label), but the model was "
+                             "trained on 2\n")
     result = invoke("eval", "run", "--split", "test")
     assert result.exit_code == 2
     assert result.stderr == "error: run: the run's data has no test split (see data.split)\n"

@@ -143,6 +143,8 @@ def test_the_commands_read_an_old_run_folder():
 @pytest.mark.parametrize(("run", "config"), [
     ("adam-bn", "adam-bn.yaml"),  # weight_decay left out: today's 0.0 against the saved null
     ("sgd", "run/config.yaml"),  # the run's own saved config
+    ("spaced-name", "spaced-name.yaml"),  # named as new runs may no longer be
+    ("spaced-name", "run/config.yaml"),
 ])
 def test_resume_ends_where_the_old_version_ended(run, config, tmp_path):
     shutil.copytree(OLD / run / "stopped", tmp_path / "run")
@@ -158,6 +160,44 @@ def test_resume_ends_where_the_old_version_ended(run, config, tmp_path):
     summaries = [json.loads((folder / "summary.json").read_text()) for folder in (resumed, expected)]
     for key in ("status", "epochs", "steps", "best_epoch", "best", "final"):
         assert summaries[0][key] == summaries[1][key], key
+
+
+# --- a name new runs may no longer have ------------------------------------------------------
+
+SPACED = OLD / "spaced-name"
+
+
+def test_a_new_run_named_as_the_old_one_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("train", OLD / "spaced-name.yaml")
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: {OLD / 'spaced-name.yaml'}: name: must be one plain folder name: "
+                             "letters, digits and - _ . + = , @, starting with a letter or digit, at most "
+                             "100 characters (got 'my spiral (v1)'); the run folder is named after it\n")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("path", ["resumed", "resumed/model.npz"])
+def test_a_run_saved_under_a_name_new_runs_may_not_have_still_loads(path):
+    expected = (SPACED / "predict-final.csv").read_text()
+    labels, proba = expected_proba(SPACED / "predict-final.csv")
+    predictor = nnback.load(SPACED / path)
+    assert predictor.exp.name == "my spiral (v1)"
+    X = np.loadtxt(INPUTS, delimiter=",", skiprows=1)
+    assert [str(label) for label in predictor.predict(X)] == labels
+    np.testing.assert_allclose(predictor.predict_proba(X), proba, rtol=1e-5)
+    predicted = invoke("predict", SPACED / path, INPUTS)
+    assert (predicted.exit_code, predicted.stdout) == (0, expected)
+    evaluated = invoke("eval", SPACED / path, "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["samples"] == 18
+
+
+def test_runs_and_a_checkpoint_of_a_run_under_an_old_style_name_are_read():
+    listed = invoke("runs", SPACED)
+    assert listed.exit_code == 0, listed.output
+    assert "my spiral (v1)" in listed.stdout and "time_limit" in listed.stdout
+    assert invoke("predict", SPACED / "stopped", INPUTS).exit_code == 0
 
 
 # --- format versions ------------------------------------------------------------------------

@@ -114,8 +114,8 @@ def test_override_creates_missing_sections():
 
 
 def test_override_into_a_scalar_is_an_error():
-    with pytest.raises(ConfigError, match=r"^--set model\.layers\.1\.x=1: model\.layers\.1\.x: cannot set "
-                                          r"a key inside a str$"):
+    with pytest.raises(ConfigError, match=r"^--set model\.layers\.1\.x=1: model\.layers\.1 is 'relu', "
+                                          r"not a mapping or list$"):
         apply_overrides(TINY, ["model.layers.1.x=1"])
 
 

@@ -153,7 +153,8 @@ def test_experiment_name_must_be_one_plain_folder_name(tmp_path, name):
         load_config(path)
     assert info.value.messages == [f"{path}: name: must be one plain folder name: letters, digits and "
                                    f"- _ . + = , @, starting with a letter or digit, at most 100 "
-                                   f"characters (got {name[:40]!r}{'...' if len(name) > 40 else ''})"]
+                                   f"characters (got {name[:40]!r}{'...' if len(name) > 40 else ''}); "
+                                   f"the run folder is named after it"]
 
 
 @pytest.mark.parametrize("name", ["tiny", "digits-mlp", "lr=0.1,bs=32", "v1.2", "run_7", "ünïcode", "a@b"])
@@ -161,6 +162,16 @@ def test_plain_names_are_accepted(tmp_path, name):
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump({**TINY_CONFIG, "name": name}), encoding="utf-8")
     assert load_config(path).name == name
+
+
+@pytest.mark.parametrize("name", ["my run (v1)", "../../escape", "a/b"])
+def test_with_out_the_name_is_a_label_and_makes_no_folder(write_config, nnback_cli, tmp_path, name):
+    cfg = write_config({"name": name, "train": {"epochs": 1}})
+    result = nnback_cli("train", cfg, "--out", "run", "-q")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml", "run"]
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["name"] == name
+    assert nnback_cli("validate", cfg).stderr.startswith(f"error: {cfg}: name: must be one plain folder name")
 
 
 def test_name_override_is_checked_too(tmp_path):

@@ -97,3 +97,12 @@ def test_diagnose_without_records_says_why(tmp_path):
     (tmp_path / "summary.json").unlink()  # still running, before its first record
     with pytest.raises(NnbackError, match=r"the first record is written at step 50"):
         diagnose_run(tmp_path)
+
+
+def test_diagnose_of_a_path_that_is_no_run_folder(tmp_path):
+    """Found by trying: a mistyped folder was told how diagnostics are recorded."""
+    with pytest.raises(NnbackError, match=rf"^{tmp_path / 'nope'}: no such run folder$"):
+        diagnose_run(tmp_path / "nope")
+    (tmp_path / "summary.json").write_text("{}")
+    with pytest.raises(NnbackError, match=r"summary.json: a file, not a run folder$"):
+        diagnose_run(tmp_path / "summary.json")

@@ -84,11 +84,30 @@ def test_plot_needs_run_folders_and_matplotlib(tmp_path, monkeypatch):
     with pytest.raises(NnbackError, match="at least one run"):
         plot_runs([], tmp_path / "x.png")
     run = make_run(tmp_path / "run")
-    with pytest.raises(NnbackError, match="cannot write the plot"):
+    with pytest.raises(NnbackError, match=f"^{tmp_path}/missing/x.png: no folder {tmp_path}/missing "):
         plot_runs([run], tmp_path / "missing" / "x.png")
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(NnbackError, match=r"plotting needs matplotlib: pip install 'nnback\[plot\]'"):
         plot_runs([run], tmp_path / "x.png")
+
+
+def test_a_plot_is_written_atomically(tmp_path, monkeypatch):
+    """A plot that fails half-way leaves the earlier plot.png whole and no temporary file."""
+    from matplotlib.figure import Figure
+
+    run = make_run(tmp_path / "run")
+    out = tmp_path / "plot.png"
+    out.write_bytes(b"earlier plot")
+
+    def half_written(self, f, **kwargs):
+        f.write(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", half_written)
+    with pytest.raises(KeyboardInterrupt):
+        plot_runs([run], out)
+    assert out.read_bytes() == b"earlier plot"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plot.png", "run"]
 
 
 @pytest.mark.parametrize("size, message", [

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import pytest
 
 from nnback.config.timeparse import parse_duration
-from nnback.errors import RunIOError
-from nnback.runfolder.preflight import check_free_space, check_writable
+from nnback.errors import EXIT_USAGE, NnbackError, RunIOError
+from nnback.runfolder.preflight import check_free_space, check_output_file, check_writable
 
 
 def test_check_writable_creates_folder_and_leaves_nothing(tmp_path):
@@ -16,17 +16,43 @@ def test_check_writable_creates_folder_and_leaves_nothing(tmp_path):
     assert list(folder.iterdir()) == []
 
 
-def test_folder_under_a_regular_file_is_reported(tmp_path):
+def test_folder_under_a_regular_file_is_a_user_error(tmp_path):
     (tmp_path / "runs").write_text("not a folder")
-    with pytest.raises(RunIOError) as info:
+    with pytest.raises(NnbackError) as info:
         check_writable(tmp_path / "runs" / "x")
-    assert str(info.value) == f"{tmp_path / 'runs' / 'x'}: cannot write: Not a directory"
+    assert str(info.value) == f"{tmp_path / 'runs' / 'x'}: a part of this path is a file, not a folder"
+    assert info.value.exit_code == EXIT_USAGE
 
 
-def test_folder_that_is_a_regular_file_is_reported(tmp_path):
+def test_folder_that_is_a_regular_file_is_a_user_error(tmp_path):
     (tmp_path / "x").write_text("")
-    with pytest.raises(RunIOError, match=r": cannot write: not a directory$"):
+    with pytest.raises(NnbackError, match=r": is a file, not a folder; choose another folder$") as info:
         check_writable(tmp_path / "x")
+    assert info.value.exit_code == EXIT_USAGE
+
+
+def test_a_name_too_long_is_a_user_error(tmp_path):
+    with pytest.raises(NnbackError, match=r": a name in this path is too long for the file system$") as info:
+        check_writable(tmp_path / ("x" * 300) / "run")
+    assert info.value.exit_code == EXIT_USAGE
+    with pytest.raises(NnbackError, match=r": a name in this path is too long for the file system$"):
+        check_output_file(tmp_path / ("x" * 300) / "p.csv")
+
+
+def test_output_file_paths_the_user_got_wrong(tmp_path):
+    (tmp_path / "file").write_text("")
+    (tmp_path / "folder").mkdir()
+    check_output_file(tmp_path / "p.csv")
+    check_output_file(tmp_path / "file")  # replaced when written
+    for path, message in [
+        (tmp_path / "no" / "p.csv", f"no folder {tmp_path / 'no'} to write it in; create it first"),
+        (tmp_path / "file" / "p.csv", "a part of this path is a file, not a folder"),
+        (tmp_path / "file" / "a" / "p.csv", "a part of this path is a file, not a folder"),
+        (tmp_path / "folder", "is a folder; give a file name"),
+    ]:
+        with pytest.raises(NnbackError) as info:
+            check_output_file(path)
+        assert (str(info.value), info.value.exit_code) == (f"{path}: {message}", EXIT_USAGE)
 
 
 def test_folder_in_proc_is_reported():

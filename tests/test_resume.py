@@ -90,8 +90,8 @@ def test_reference_run_is_a_real_test(reference):
     assert STOP_AFTER < summary["best_epoch"] < summary["epochs"]  # the best weights are restored
 
 
-def test_stop_request_then_resume(reference, tmp_path, monkeypatch):
-    config, ref = reference
+def train_and_stop(config: Path, run: Path, monkeypatch) -> None:
+    """Train into ``run`` with a stop request (as SIGTERM makes) after epoch STOP_AFTER."""
     evaluate = Trainer._evaluate
 
     def stop_after_epoch(self):
@@ -100,11 +100,16 @@ def test_stop_request_then_resume(reference, tmp_path, monkeypatch):
             self.stop_reason = "SIGTERM"
         return record
 
-    run = tmp_path / "run"
     with monkeypatch.context() as patch:
         patch.setattr(Trainer, "_evaluate", stop_after_epoch)
         stopped = invoke("train", config, "--out", run, "-q")
     assert stopped.exit_code == EXIT_SIGTERM
+
+
+def test_stop_request_then_resume(reference, tmp_path, monkeypatch):
+    config, ref = reference
+    run = tmp_path / "run"
+    train_and_stop(config, run, monkeypatch)
     summary = json.loads((run / "summary.json").read_text())
     assert (summary["status"], summary["epochs"], summary["steps"]) == ("interrupted", STOP_AFTER, 19)
     assert not (run / "model.npz").exists()
@@ -166,14 +171,31 @@ def test_resume_of_a_finished_run_changes_nothing(reference, tmp_path):
     resume_to_the_end(config, run, ref)
 
 
-def test_resume_refuses_a_changed_config(reference, tmp_path):
+def test_resume_refuses_a_changed_config_and_offers_no_command_a_broken_saved_one_cannot_run(
+        reference, tmp_path):
+    """The saved config no longer loads (hand-edited), so no command to continue with it is offered."""
     config, ref = reference
     run = tmp_path / "run"
     shutil.copytree(ref, run)
-    result = invoke("train", config, "--out", run, "--resume", "--set", "optimizer.lr=0.1")
+    (run / "config.yaml").write_text(
+        (run / "config.yaml").read_text().replace("lr: 0.05", "lr: -0.05"))
+    result = invoke("train", config, "--out", run, "--resume")
     assert result.exit_code == 2
     assert result.stderr == (f"error: {run}: the saved config differs in optimizer.lr; "
                              f"add --force to resume anyway\n")
+
+
+def test_a_refused_resume_names_the_command_that_continues_with_the_saved_settings(
+        reference, tmp_path, monkeypatch):
+    config, ref = reference
+    run = tmp_path / "run"
+    train_and_stop(config, run, monkeypatch)
+    result = invoke("train", config, "--out", run, "--resume", "--set", "optimizer.lr=0.1")
+    command = f"nnback train {run / 'config.yaml'} --out {run} --resume"
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: {run}: the saved config differs in optimizer.lr; add --force to "
+                             f"resume anyway, or to continue with the saved settings: {command}\n")
+    resume_to_the_end(run / "config.yaml", run, ref)
 
 
 def test_stop_at_an_epoch_boundary_then_resume_logs_that_epochs_learning_rate(reference, tmp_path,
@@ -183,8 +205,8 @@ def test_stop_at_an_epoch_boundary_then_resume_logs_that_epochs_learning_rate(re
     config, ref = reference
     train_on_batch = Trainer._train_on_batch
 
-    def stop_at_epoch_end(self, idx):
-        train_on_batch(self, idx)
+    def stop_at_epoch_end(self, xb, yb):
+        train_on_batch(self, xb, yb)
         if self.progress.epoch == STOP_AFTER - 1 and self.progress.batch == self.steps_in_epoch:
             self.stop_reason = "SIGTERM"
 
@@ -199,20 +221,10 @@ def test_stop_at_an_epoch_boundary_then_resume_logs_that_epochs_learning_rate(re
 
 def test_the_summary_counts_the_time_of_every_segment(reference, tmp_path, monkeypatch):
     config, _ = reference
-    evaluate = Trainer._evaluate
-
-    def stop_after_epoch(self):
-        record = evaluate(self)
-        if self.progress.epoch == STOP_AFTER and self.progress.batch == 0:
-            self.stop_reason = "SIGTERM"
-        return record
-
     clock = iter(range(0, 10 ** 6, 10))  # every reading of the clock is 10 s after the last
     monkeypatch.setattr("nnback.train.trainer.time.monotonic", lambda: next(clock))
     run = tmp_path / "run"
-    with monkeypatch.context() as patch:
-        patch.setattr(Trainer, "_evaluate", stop_after_epoch)
-        assert invoke("train", config, "--out", run, "-q").exit_code == EXIT_SIGTERM
+    train_and_stop(config, run, monkeypatch)
     first = json.loads((run / "summary.json").read_text())["wall_seconds"]
     assert invoke("train", config, "--out", run, "--resume", "-q").exit_code == 0
     total = json.loads((run / "summary.json").read_text())["wall_seconds"]

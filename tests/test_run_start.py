@@ -66,7 +66,7 @@ def test_a_batch_larger_than_the_data_takes_all_rows_without_a_buffer_of_its_siz
     (tmp_path / "run").mkdir()
     trainer.open(tmp_path / "run")
     assert trainer.fit() == "completed"
-    assert trainer._batch_x.shape == (120, 2)
+    assert trainer._gathered_x.shape == (120, 2)
     assert [r["step"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == [1, 2]
 
 

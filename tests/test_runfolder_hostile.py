@@ -53,7 +53,7 @@ def _arrays(fn):
 EDITS = {
     "config not a mapping": (_set("config", value=[1, 2]), "not an nnback model"),
     "config with a bad key": (_set("config", "optimizer", "lr", value=-1), "not an nnback model"),
-    "escaping name": (_set("config", "name", value="../../x"), "not an nnback model"),
+    "empty name": (_set("config", "name", value=""), "not an nnback model"),
     "no data description": (lambda a, m: m.pop("data"), "not an nnback model (KeyError"),
     "data not a mapping": (_set("data", value="x"), "not an nnback model"),
     "unknown data field": (_set("data", "colour", value=1), "not an nnback model"),
@@ -94,6 +94,17 @@ def test_hand_edited_model_is_one_line(model_file, edit, message):
     for command in (["predict", model_file, model_file.parent / "in.npy"], ["eval", model_file]):
         line = one_error(invoke(*command), f"{model_file}: ")
         assert message in line, line
+
+
+@pytest.mark.parametrize("name", ["../../x", "/abs", "my run (v1)", "new\nline"])
+def test_a_saved_name_is_only_a_label(model_file, name):
+    """Earlier versions saved names new runs may not have; loading one makes no folder."""
+    _edit(model_file, _set("config", "name", value=name))
+    before = sorted(model_file.parent.iterdir())
+    result = invoke("predict", model_file, model_file.parent / "in.npy")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("prediction,") and len(result.stdout.splitlines()) == 4
+    assert sorted(model_file.parent.iterdir()) == before
 
 
 @pytest.mark.parametrize("values", [np.full((2, 16), np.nan, np.float32), np.full((2, 16), 1e300)],

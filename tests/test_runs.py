@@ -5,7 +5,15 @@ import json
 import pytest
 import yaml
 
-from nnback.commands.runs import abbreviate, find_runs, load_run, run_labels, runs_table, value_text
+from nnback.commands.runs import (
+    abbreviate,
+    find_runs,
+    load_run,
+    run_labels,
+    runs_table,
+    short_names,
+    value_text,
+)
 from nnback.config.diff import differing_keys, flatten
 from nnback.errors import NnbackError
 from nnback.formatting import duration
@@ -250,3 +258,30 @@ def test_bad_options_name_the_choices(three_runs, kwargs, message):
 
 def test_duration_formats():
     assert [duration(s) for s in (3.25, 65, 3725)] == ["3.2s", "1m05s", "1h02m"]
+
+
+def test_a_differing_setting_never_shares_its_header_with_a_result_column(tmp_path):
+    """Found by trying: runs differing in train.epochs showed two columns named epochs."""
+    for folder, epochs in (("short", 3), ("long", 100)):
+        run = make_run(tmp_path / folder)
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        config["train"]["epochs"] = epochs
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+    header = runs_table(tmp_path).splitlines()[1].split()
+    assert header.count("epochs") == 1 and "train.epochs" in header
+    assert short_names(["train.epochs", "optimizer.lr"], taken=["epochs"]) == ["train.epochs", "lr"]
+
+
+def test_a_name_or_value_with_control_characters_keeps_every_row_one_line(tmp_path):
+    """Runs saved under names new runs may not have (a newline, an ANSI escape) are listed
+    with the characters escaped."""
+    make_run(tmp_path / "r1", name="my\nrun\x1b[31m", lr=0.1)
+    make_run(tmp_path / "r2", name="my\nrun\x1b[31m", lr=0.2, units=32)
+    config = yaml.safe_load((tmp_path / "r2" / "config.yaml").read_text())
+    config["model"]["layers"][0]["units"] = "a\u2028b"
+    (tmp_path / "r2" / "config.yaml").write_text(yaml.safe_dump(config))
+    text = runs_table(tmp_path)
+    lines = text.split("\n")
+    assert lines[0] == f"my\\nrun\\x1b[31m: 2 runs in {tmp_path}"
+    assert len(lines) == 4 and all(line.isprintable() for line in lines)
+    assert "a\\u2028b" in lines[3]

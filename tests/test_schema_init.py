@@ -118,3 +118,14 @@ def test_init_refuses_to_overwrite_without_force(tmp_path):
     assert load_config(path).name == "mine"
     folder = invoke("init", tmp_path)
     assert folder.exit_code == 2 and "is a folder" in folder.stderr
+
+
+def test_init_names_a_path_with_a_space_as_the_shell_takes_it(tmp_path, monkeypatch):
+    """Found by trying: `next: nnback train my exp.yaml` could not be pasted into a shell."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["init", "my exp.yaml"])
+    assert result.stdout == "wrote my exp.yaml; next: nnback train 'my exp.yaml'\n"
+    text = (tmp_path / "my exp.yaml").read_text()
+    assert "`nnback train 'my exp.yaml'`" in text
+    lines = text.splitlines()
+    assert lines[3].index("#") == lines[4].index("#")  # the name's comment lines up with the others

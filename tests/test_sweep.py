@@ -256,6 +256,28 @@ def test_second_sweep_on_a_locked_folder_exits_4(reference, tmp_path, nnback):
         done = nnback("sweep", sweep, "--out", tmp_path / "out")
     assert done.returncode == EXIT_LOCKED
     assert "locked by pid" in done.stderr and not (tmp_path / "out" / "trials.jsonl").exists()
+    assert done.stderr.count("\n") == 1, done.stderr  # the idle worker process ends quietly
+
+
+def test_a_sweep_folder_that_is_a_file_is_one_line(reference, tmp_path, nnback):
+    """Found by trying: the worker started for it printed a BrokenPipeError traceback."""
+    sweep, _, _ = reference
+    (tmp_path / "afile").write_text("keep")
+    done = nnback("sweep", sweep, "--out", tmp_path / "afile")
+    assert (done.returncode, done.stderr) == (2, f"error: {tmp_path / 'afile'}: is a file, not a folder; "
+                                                 f"choose another folder\n")
+
+
+def test_an_experiment_given_as_the_sweep_file(tmp_path, experiment_file):
+    cfg = experiment_file(tmp_path / "cfg.yaml")
+    with pytest.raises(ConfigError) as caught:
+        load_sweep(cfg)
+    assert caught.value.messages == [
+        f"{cfg}: an experiment, not a sweep file (a sweep names its experiment in base: and what to vary "
+        f"in parameters:); train it with: nnback train {cfg}"]
+    (tmp_path / "sweep.yaml").write_text("name: s\nmetric: val_loss\n")
+    with pytest.raises(ConfigError, match=r"sweep.yaml: base: required key is missing$"):
+        load_sweep(tmp_path / "sweep.yaml")
 
 
 def test_failing_trial_is_recorded_and_the_rest_complete(tmp_path, experiment_file, nnback_cli):

@@ -169,9 +169,12 @@ def diagnose_run(run_dir: str | Path, thresholds: Thresholds = Thresholds()) -> 
     """The report ``nnback diagnose RUN`` prints.
 
     Raises:
-        NnbackError: no records in ``run_dir`` (no or an empty ``diagnostics.jsonl``),
-            saying why.
+        NnbackError: ``run_dir`` is not a folder; no records in it (no or an empty
+            ``diagnostics.jsonl``), saying why.
     """
+    if not os.path.isdir(run_dir):
+        kind = "a file, not a run folder" if os.path.lexists(run_dir) else "no such run folder"
+        raise NnbackError(f"{run_dir}: {kind}")
     if is_sweep_folder(run_dir):
         raise NnbackError(pick_a_trial(run_dir))
     path = Path(run_dir) / "diagnostics.jsonl"

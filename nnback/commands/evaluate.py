@@ -106,6 +106,10 @@ def _labelled_file(predictor: Predictor, path: Path) -> Split:
     saved = predictor.exp.data
     options = {"source": str(path)}
     if path.suffix.lower() == ".csv":
+        if not getattr(saved, "target", None):
+            keys = getattr(saved, "x_key", "X"), getattr(saved, "y_key", "y")
+            raise DataError(f"{path}: the model was not trained on a CSV file, so the label column "
+                            f"is unknown; give an .npz file with arrays {keys[0]} and {keys[1]}")
         options.update((k, getattr(saved, k)) for k in ("target", "features") if getattr(saved, k, None))
     else:
         options.update((k, getattr(saved, k)) for k in ("x_key", "y_key") if getattr(saved, k, None))

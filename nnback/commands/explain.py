@@ -107,7 +107,7 @@ def explain_config(config: str | Path, overrides=()) -> str:
     Raises:
         NnbackError: a bad config or data (as ``nnback validate``).
     """
-    exp = load_config(config, overrides)
+    exp = load_config(config, overrides, names_folder=False)
     bundle = load_data(exp.data, seed=exp.seed, base_dir=Path.cwd())
     model = build_network(exp, bundle, np.random.default_rng(exp.seed), str(config))
     return f"{config}: {exp.name}\n" + explain_model(model, bundle.n_features, build_loss(exp))

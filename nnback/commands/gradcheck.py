@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import numpy as np
 from nnback.build import build_loss, build_network, loss_targets
 from nnback.config import load_config
 from nnback.data import load_data
+from nnback.errors import NnbackError
 from nnback.formatting import format_table
 from nnback.gradcheck import check_model
 
@@ -22,8 +24,13 @@ def gradcheck_report(config: str | Path, overrides=(), batch: int = 8, threshold
 
     Returns:
         (report text, True if every relative error is at most ``threshold``).
+
+    Raises:
+        NnbackError: a threshold that is not a positive number; bad config or data.
     """
-    exp = load_config(config, overrides)
+    if not (math.isfinite(threshold) and threshold > 0):
+        raise NnbackError(f"--threshold {threshold:g}: must be a positive number, e.g. 1e-6")
+    exp = load_config(config, overrides, names_folder=False)
     exp = exp.model_copy(update={"model": exp.model.model_copy(update={"dtype": "float64"})})
     bundle = load_data(exp.data, seed=exp.seed, base_dir=Path.cwd())
     rng = np.random.default_rng(exp.seed)

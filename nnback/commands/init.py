@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 from nnback.errors import NnbackError
 from nnback.runfolder.atomic import atomic_write_text
+from nnback.runfolder.preflight import check_output_file
 
 STARTER = """\
 # A starter nnback experiment: a small network on the notes' spiral, seconds to train.
 # Check it with `nnback validate {path}`, train it with `nnback train {path}`.
 # `nnback schema` lists every key with its type, default, bounds and meaning.
-name: {name}                  # runs go to <output.dir>/<name>/<timestamp>/
+name: {name:<23} # runs go to <output.dir>/<name>/<timestamp>/
 seed: 0                       # seeds the split, initial weights, shuffling and dropout
 
 data:
@@ -49,7 +51,8 @@ PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 def starter_text(path: str | Path) -> str:
     """The starter experiment for ``path``, named after the file when its stem is a plain name."""
     stem = Path(path).stem
-    return STARTER.format(path=path, name=stem if PLAIN_NAME.fullmatch(stem) else "experiment")
+    return STARTER.format(path=shlex.quote(str(path)),
+                          name=stem if PLAIN_NAME.fullmatch(stem) else "experiment")
 
 
 def write_starter(path: str | Path, force: bool = False) -> Path:
@@ -64,5 +67,6 @@ def write_starter(path: str | Path, force: bool = False) -> Path:
         raise NnbackError(f"{path}: is a folder; give a file name such as {path / 'experiment.yaml'}")
     if path.exists() and not force:
         raise NnbackError(f"{path}: already exists; add --force to overwrite it")
+    check_output_file(path)
     atomic_write_text(path, starter_text(path))
     return path

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from nnback.commands.runs import Run, load_run, run_labels
 from nnback.errors import NnbackError
+from nnback.runfolder.atomic import atomic_write
+from nnback.runfolder.preflight import check_output_file
 from nnback.runfolder.sweep_folder import is_sweep_folder, trial_folders
 from nnback.train.diagnostics import HEALTHY_RATIO, read_records
 
@@ -195,7 +197,8 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path = "plot.png", width: f
     """Write the PNG of ``run_dirs`` to ``out``, ``width`` x ``height`` inches at ``dpi``.
 
     Raises:
-        NnbackError: matplotlib missing, a folder that is not a run, an unwritable ``out``.
+        NnbackError: matplotlib missing, a folder that is not a run, an ``out`` in a missing folder.
+        RunIOError: ``out`` cannot be written.
 
     A sweep folder stands for all its trials.
     """
@@ -211,12 +214,10 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path = "plot.png", width: f
         raise NnbackError(f"plot: {width:g} x {height:g} inches at --dpi {dpi} is "
                           f"{width * height * dpi * dpi / 1e6:.0f} megapixels; at most "
                           f"{MAX_PIXELS // 10**6}: lower --dpi, --width or --height")
+    out = Path(out)
+    check_output_file(out)
     runs = [load_run(d) for arg in run_dirs
             for d in (trial_folders(arg) if is_sweep_folder(arg) else [arg])]
     fig = make_figure(runs, width, height, dpi)
-    out = Path(out)
-    try:
-        fig.savefig(out, format="png")
-    except OSError as exc:
-        raise NnbackError(f"{out}: cannot write the plot: {exc.strerror or exc}") from None
+    atomic_write(out, lambda f: fig.savefig(f, format="png"))
     return out

@@ -9,6 +9,7 @@ from pathlib import Path
 from nnback.data import read_inputs
 from nnback.errors import DataError
 from nnback.runfolder.atomic import atomic_write_text
+from nnback.runfolder.preflight import check_output_file
 from nnback.runfolder.saved_model import load
 
 
@@ -19,6 +20,8 @@ def predict_file(path: str | Path, inputs: str | Path, out: str | Path | None = 
     classification with probabilities, one ``p_<class>`` column per class. Returns the
     CSV text when ``out`` is None.
     """
+    if out is not None:
+        check_output_file(out)
     predictor = load(path)
     X = read_inputs(Path(inputs), predictor.data, predictor.preprocessor)
     try:

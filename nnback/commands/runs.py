@@ -20,7 +20,7 @@ from pathlib import Path
 
 from nnback.config.diff import differing_keys, flatten
 from nnback.config.loader import read_saved_config
-from nnback.errors import NnbackError
+from nnback.errors import NnbackError, one_line
 from nnback.formatting import duration, format_table
 from nnback.train.evaluate import higher_is_better
 from nnback.untrusted import is_int, is_number
@@ -169,16 +169,17 @@ def setting_value(config: dict, flat: dict, setting: str):
     return flat[setting] if setting in flat else _subtree(config, setting)
 
 
-def short_names(keys: list[str]) -> list[str]:
+def short_names(keys: list[str], taken=()) -> list[str]:
     """The shortest dotted suffix of each key that no other key ends with:
     ``optimizer.lr`` -> ``lr``, unless ``schedule.lr`` is also there; a ``type`` keeps
-    its section (``schedule.type``)."""
+    its section (``schedule.type``). ``taken``: names already used by other columns
+    (``train.epochs`` stays whole beside the ``epochs`` a run trained)."""
     parts = [k.split(".") for k in keys]
     names = []
     for key, split in zip(keys, parts, strict=True):
         for n in range(2 if split[-1] == "type" else 1, len(split) + 1):
             suffix = ".".join(split[-n:])
-            if sum(1 for k in keys if k == suffix or k.endswith("." + suffix)) == 1:
+            if suffix not in taken and sum(1 for k in keys if k == suffix or k.endswith("." + suffix)) == 1:
                 names.append(suffix)
                 break
         else:
@@ -335,7 +336,7 @@ def _sort_column(groups, key: str) -> dict[int, str]:
     setting's short name."""
     found = {}
     for i, (_, settings, rows) in enumerate(groups):
-        aliases = dict(zip(short_names(settings), settings, strict=True))
+        aliases = dict(zip(short_names(settings, taken=rows[0]), settings, strict=True))
         for candidate in (key, f"best_{key}"):
             if aliases.get(candidate, candidate) in rows[0]:
                 found[i] = aliases.get(candidate, candidate)
@@ -373,12 +374,12 @@ def _block(root: Path, name: str, settings: list[str], rows: list[dict]) -> str:
     common = Path(os.path.commonpath(folders)) if len(folders) > 1 else folders[0].parent
     shown = settings[:MAX_SETTINGS]
     results = [k for k in rows[0] if k not in ("run", "name", "status") and k not in settings]
-    headers = ["run", "status", *short_names(settings)[:len(shown)], *results]
+    headers = ["run", "status", *short_names(settings, taken=results)[:len(shown)], *results]
     table = [[str(folder.relative_to(common)), r["status"],
               *(abbreviate(value_text(r[k]), MAX_CELL) for k in shown),
               *(_cell(k, r[k]) for k in results)] for folder, r in zip(folders, rows, strict=True)]
     runs = f"{len(rows)} run{'s' if len(rows) > 1 else ''}"
-    lines = [f"{name}: {runs} in {common}", format_table(headers, table)]
+    lines = [one_line(f"{name}: {runs} in {common}"), format_table(headers, table)]
     if len(settings) > len(shown):
         lines.append(f"({len(settings) - len(shown)} more differing settings not shown: "
                      f"{abbreviate(', '.join(settings[len(shown):]), 80)}; --format json lists them all)")

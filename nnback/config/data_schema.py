@@ -284,6 +284,14 @@ class _FileOptions(_DataBase):
         False, description="Memory-map .npy feature files instead of reading them: "
                            "batches are read from disk and preprocessed on the fly.")
 
+    @field_validator("features")
+    @classmethod
+    def _distinct_features(cls, names: list[str] | None) -> list[str] | None:
+        repeated = next((name for i, name in enumerate(names or []) if name in names[:i]), None)
+        if repeated is not None:
+            raise ValueError(f"column {repeated!r} is listed twice")
+        return names
+
     @field_validator("source", "train", "val", "test", check_fields=False)
     @classmethod
     def _known_format(cls, ref: FileRef | None, info: ValidationInfo) -> FileRef | None:

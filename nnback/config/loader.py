@@ -57,7 +57,7 @@ def read_saved_config(path: str | Path) -> dict:
     was once saved, as adam's 0); as written if it no longer validates."""
     saved = read_yaml(path)
     try:
-        return Experiment.model_validate(saved).model_dump(mode="json")
+        return Experiment.model_validate(saved, context=SAVED).model_dump(mode="json")
     except ValidationError:
         return saved
 
@@ -211,24 +211,40 @@ def _set_path(node, parts: list[str], value, item: str) -> None:
                 if isinstance(child, str) and part in ("loss", "optimizer", "schedule"):
                     child = node[part] = {"type": child}
                 if not isinstance(child, (dict, list)):
+                    following = parts[depth + 1]
+                    if following.isascii() and following.isdigit():
+                        raise ConfigError(f"--set {item}: {where}: not a list in the config, "
+                                          f"so it has no item {following}")
                     child = node[part] = {}
                 node = child
         else:
-            raise ConfigError(f"--set {item}: {where}: cannot set a key inside a {type(node).__name__}")
+            raise ConfigError(f"--set {item}: {'.'.join(parts[:depth])} is {_got(node)}, "
+                              f"not a mapping or list")
 
 
-def validate(raw: dict, source: str) -> Experiment:
-    """Validate a parsed experiment; all problems are raised together as one ConfigError."""
+# Validation context of a config whose run folder is not named after the experiment: a
+# saved run's config, or one trained with --out. Its name is a label, as an earlier
+# version may have written it (with a space, say), not a folder name.
+SAVED = {"names_folder": False}
+
+
+def validate(raw: dict, source: str, names_folder: bool = True) -> Experiment:
+    """Validate a parsed experiment; all problems are raised together as one ConfigError.
+
+    ``names_folder``: a new run folder will be named after the experiment, so the name
+    must be one plain folder name.
+    """
     try:
-        return Experiment.model_validate(raw)
+        return Experiment.model_validate(raw, context=None if names_folder else SAVED)
     except ValidationError as exc:
         raise ConfigError(format_errors(exc, raw, source)) from None
 
 
-def load_config(path: str | Path, overrides: typing.Iterable[str] = ()) -> Experiment:
-    """Read, override and validate an experiment file."""
+def load_config(path: str | Path, overrides: typing.Iterable[str] = (),
+                names_folder: bool = True) -> Experiment:
+    """Read, override and validate an experiment file (``names_folder`` as for ``validate``)."""
     raw = apply_overrides(read_yaml(path), overrides)
-    return validate(raw, str(path))
+    return validate(raw, str(path), names_folder)
 
 
 # --- error messages ----------------------------------------------------------------
@@ -290,6 +306,8 @@ def _problem(error: dict, raw: dict) -> _Problem:
             if parts[0] in _valid_keys(path, raw, variant):
                 return _Problem(path + parts, match[2])
         return _Problem(path, message)
+    if kind == "missing" and isinstance(error["loc"][-1], int):  # a list shorter than a tuple
+        return _Problem(path, f"has too few items (got {_got(_node_at(path, raw))})")
     if kind == "union_tag_invalid" and isinstance(_node_at(path, raw), dict):
         path = path + ["type"]
     return _Problem(path, _message(error))
@@ -361,6 +379,12 @@ def _message(error: dict) -> str:
         return f"must be a mapping of keys (got {_got(value)})"
     if kind in ("list_type", "tuple_type"):
         return f"must be a list (got {_got(value)})"
+    if kind in ("too_short", "too_long"):
+        bound, count = (("at least", ctx["min_length"]) if kind == "too_short"
+                        else ("at most", ctx["max_length"]))
+        return f"must have {bound} {count} item{'s' * (count != 1)} (got {_got(value)})"
+    if kind == "string_too_short":
+        return "must not be empty"
     if kind in ("string_type",):
         return f"must be a string (got {_got(value)})"
     return error["msg"][:1].lower() + error["msg"][1:]

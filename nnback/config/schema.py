@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
@@ -253,8 +254,8 @@ class OutputConfig(Section):
     dir: str = Field("runs", description="Runs go to <dir>/<name>/<timestamp> unless --out is given.")
 
 
-# The experiment name becomes a folder name: no path separators, no "..", no control or
-# shell-special characters, nothing hidden.
+# A new run's folder is named after the experiment: no path separators, no "..", no
+# control or shell-special characters, nothing hidden.
 PLAIN_NAME = re.compile(r"\w[\w.+=,@-]*")
 MAX_NAME_CHARS = 100
 
@@ -277,13 +278,20 @@ class Experiment(Section):
 
     @field_validator("name")
     @classmethod
-    def _plain_name(cls, value: str) -> str:
-        """One plain folder name, so a run stays inside output.dir."""
+    def _plain_name(cls, value: str, info: ValidationInfo) -> str:
+        """One plain folder name, so a new run stays inside output.dir.
+
+        Validated with the context ``{"names_folder": False}`` (a saved run, or a run
+        whose folder is given by --out) the name is only a label and any name an
+        earlier version accepted is kept.
+        """
+        if not (info.context or {}).get("names_folder", True):
+            return value
         if len(value) > MAX_NAME_CHARS or not PLAIN_NAME.fullmatch(value):
             shown = repr(value[:40]) + ("..." if len(value) > 40 else "")
             raise ValueError(f"must be one plain folder name: letters, digits and - _ . + = , @, "
                              f"starting with a letter or digit, at most {MAX_NAME_CHARS} characters "
-                             f"(got {shown})")
+                             f"(got {shown}); the run folder is named after it")
         return value
 
     @model_validator(mode="before")

@@ -19,7 +19,7 @@ from nnback.untrusted import load_npy, load_npz, open_regular, os_error, shown
 
 
 def read_csv(path: Path, origin: str, target: str | None, features: list[str] | None,
-             task: str = "auto") -> Table:
+             task: str = "auto", n_features: int | None = None) -> Table:
     """Read a CSV file with a header row.
 
     Args:
@@ -29,6 +29,8 @@ def read_csv(path: Path, origin: str, target: str | None, features: list[str] | 
         task: "classification" keeps labels as int (if all are integers) or str;
             "regression" parses numbers; "auto" picks classification for integer or
             non-numeric labels and regression for other numbers.
+        n_features: the number of feature columns needed (a model's inputs), checked
+            before any value is read.
 
     Returns:
         Table with X float64 (N, F), y (N,) int64/str or (N, 1) float64, and the line
@@ -42,6 +44,9 @@ def read_csv(path: Path, origin: str, target: str | None, features: list[str] | 
             raise DataError(f"{origin}: no column '{name}' (columns: {shown(header)})")
     if not names:
         raise DataError(f"{origin}: no feature columns besides '{target}'")
+    if n_features is not None and len(names) != n_features:
+        raise DataError(f"{origin}: {len(names)} feature columns ({shown(names)}), but the model was "
+                        f"trained on {n_features}")
     lines = np.asarray(lines)
     X = np.column_stack([_numbers(cells[:, header.index(n)], origin, lines, n) for n in names])
     table = Table(X, None, origin, origin, "X", target or "", lines, names)

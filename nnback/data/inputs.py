@@ -62,7 +62,7 @@ def _input_table(path: Path, meta: DataMeta) -> Table:
     origin = str(path)
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        table = read_csv(path, origin, None, meta.feature_names)
+        table = read_csv(path, origin, None, meta.feature_names, n_features=meta.n_features)
     elif suffix == ".npz":
         table = read_npz(path, origin, meta.x_key, None)
     else:

@@ -36,7 +36,7 @@ from nnback.data.preprocess import Preprocessor
 from nnback.data.split import split_rows
 from nnback.data.table import Table
 from nnback.errors import DataError
-from nnback.untrusted import is_int
+from nnback.untrusted import is_int, os_error
 
 PART_NAMES = ("train", "val", "test")
 
@@ -98,6 +98,26 @@ class Split:
         else:
             Xb = np.take(self.X, idx, axis=0, out=out, mode="clip")
         return Xb, self.y[idx]
+
+    def take_batches(self, order: np.ndarray, batch_size: int, out_X: np.ndarray):
+        """Yield the batches of rows ``order[:B]``, ``order[B:2B]``, ... (B = ``batch_size``),
+        gathered a bufferful at a time: one ``take`` per ``len(out_X) // B`` batches.
+
+        Args:
+            order: (M,) int row positions, each in ``[0, len(self))`` (a slice of a
+                permutation of the rows).
+            batch_size: B, rows per batch (the last batch may have fewer).
+            out_X: float32 (R, D) buffer, reused; R >= B, or R >= M when M < B.
+
+        Yields:
+            (Xb, yb) as ``take`` returns them; Xb is a view of out_X, overwritten when
+            the next bufferful is gathered.
+        """
+        per_take = max(len(out_X) // batch_size, 1) * batch_size
+        for start in range(0, len(order), per_take):
+            X, y = self.take(order[start:start + per_take], out_X=out_X, in_range=True)
+            for first in range(0, len(X), batch_size):
+                yield X[first:first + batch_size], y[first:first + batch_size]
 
     def batches(self, batch_size: int):
         """Yield (Xb, yb) over the split in order, for evaluation."""
@@ -315,8 +335,15 @@ def read_file(ref: FileRef, cfg: FileData | FilesData, base_dir: Path) -> Table:
 
 def _path(base_dir: Path, ref: str) -> Path:
     """``ref`` resolved against base_dir; a missing relative path names the folder tried."""
-    path = Path(ref).expanduser()
-    if not path.is_absolute() and not (base_dir / path).exists():
+    try:
+        path = Path(ref).expanduser()
+    except RuntimeError:  # ~user of a user this machine does not have
+        raise DataError(f"{ref}: no home folder for {ref.split('/')[0]} on this machine") from None
+    try:
+        missing = not path.is_absolute() and not (base_dir / path).exists()
+    except OSError as exc:  # a name too long for the file system
+        raise os_error(ref, exc) from None
+    if missing:
         raise DataError(f"{ref}: file not found in {base_dir.resolve()} "
                         f"(relative data paths start from there)")
     return base_dir / path

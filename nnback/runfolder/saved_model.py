@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from nnback.build import NetworkTooLarge, build_loss, build_network, predicted_classes
+from nnback.config.loader import SAVED
 from nnback.config.schema import Experiment
 from nnback.data import DataMeta, Preprocessor, labels_from_indices
 from nnback.errors import CheckpointError, DataError
@@ -120,7 +121,7 @@ def load(path: str | Path) -> Predictor:
     weights = resolve_weights(path)
     arrays, meta = load_checkpoint(weights)
     try:
-        exp = Experiment.model_validate(meta["config"])
+        exp = Experiment.model_validate(meta["config"], context=SAVED)
         data = DataMeta.from_dict(meta["data"])
         prep = Preprocessor.from_state_dict(role_arrays(arrays, "prep"))
     except (KeyError, ValueError, DataError) as exc:

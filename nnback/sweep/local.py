@@ -150,7 +150,10 @@ def _serve(conn, threads: int) -> None:
     import nnback.train.run  # noqa: F401  (imported once here, not in the first trial)
     from nnback.sweep.trial import run_trial
 
-    conn.send(_READY)
+    try:
+        conn.send(_READY)
+    except OSError:
+        return  # the sweep ended before its first trial (a folder refused, a lock held)
     while True:
         try:
             task = conn.recv()

@@ -191,6 +191,9 @@ def load_sweep(path: str | Path, overrides=()) -> tuple[SweepSpec, dict]:
     """
     path = Path(path)
     raw = read_yaml(path)
+    if "base" not in raw and {"model", "data"} & raw.keys():
+        raise ConfigError(f"{path}: an experiment, not a sweep file (a sweep names its experiment in "
+                          f"base: and what to vary in parameters:); train it with: nnback train {path}")
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as exc:
@@ -228,6 +231,8 @@ def format_errors_sweep(exc: ValidationError, path: Path) -> list[str]:
         loc = [str(p) for p in error["loc"]]
         if error["type"] == "extra_forbidden":
             message = f"unknown key {loc[-1]!r}; valid keys: {', '.join(_valid_keys(loc[:-1]))}"
+        elif error["type"] == "missing":
+            message = "required key is missing"
         else:
             message = str(error.get("ctx", {}).get("error", error["msg"]))
             if error["type"] == "value_error" and ":" in message.split(" ")[0]:

@@ -16,6 +16,8 @@ import json
 import os
 import sys
 
+from nnback.errors import one_line
+
 FIELDS = (("train_loss", "train_loss", ".4f"), ("val_loss", "val_loss", ".4f"),
           ("val_accuracy", "val_acc", ".4f"))
 
@@ -61,14 +63,14 @@ class Console:
         if self.mode == "json":
             self._emit(json_line("info", message=text, **fields))
         elif self.mode == "text":
-            self._emit(f"{local_time()} {text}")
+            self._emit(f"{local_time()} {one_line(text)}")
 
     def warn(self, text: str) -> None:
         """A warning: shown in every mode, on stderr for text and quiet."""
         if self.mode == "json":
             self._emit(json_line("warning", message=text))
         else:
-            sys.stderr.write(f"{local_time()} warning: {text}\n")
+            sys.stderr.write(f"{local_time()} warning: {one_line(text)}\n")
             sys.stderr.flush()
 
     def record(self, record: dict, epochs: int, per_epoch: bool) -> None:

@@ -27,6 +27,9 @@ from nnback.registry import LAYERS
 # gradients, up to two optimizer state arrays and a scratch one, and the copies a
 # checkpoint save makes of the weights and the optimizer state.
 PARAMETER_COPIES = 8
+# The training loop gathers the rows of several batches at once, into about this much
+# float32 memory: one fancy-indexing call per bufferful instead of one per batch.
+GATHER_BYTES = 1 << 18
 
 
 @dataclass
@@ -35,7 +38,7 @@ class MemoryNeed:
 
     parameters: int  # all parameters, with gradients, optimizer state, checkpoint copies
     widest_layer: str  # key of the size of the layer with the most memory per sample
-    batch: int  # one training batch: the gathered rows and every layer's arrays
+    batch: int  # one training batch's layer arrays, and the buffer rows are gathered into
     evaluation: int  # one evaluation batch
     rows: int  # rows in the largest training batch
     eval_rows: int  # rows in the largest evaluation batch
@@ -50,6 +53,13 @@ def batch_rows(batch_size: int, n_train: int) -> int:
     return min(batch_size, n_train)
 
 
+def gather_rows(batch_size: int, n_train: int, n_features: int) -> int:
+    """Rows of the buffer the training loop gathers its batches into: as many whole
+    batches as fill ``GATHER_BYTES``, at least one, at most all the rows."""
+    batches = max(1, GATHER_BYTES // (4 * n_features * batch_size))
+    return min(batches * batch_size, n_train)
+
+
 def memory_need(exp, model, n_features: int, n_train: int, n_eval: int) -> MemoryNeed:
     """What training ``exp`` with the built ``model`` needs, from the layers' memory table."""
     itemsize = model.dtype.itemsize
@@ -60,7 +70,8 @@ def memory_need(exp, model, n_features: int, n_train: int, n_eval: int) -> Memor
     return MemoryNeed(
         parameters=PARAMETER_COPIES * model.num_parameters() * itemsize,
         widest_layer=layer_key(exp, max(sized)[1]) if sized else "model",
-        batch=rows * (sum(row.train_values for row in table) * itemsize + 4 * n_features),
+        batch=(rows * sum(row.train_values for row in table) * itemsize
+               + 4 * n_features * gather_rows(exp.train.batch_size, n_train, n_features)),
         evaluation=eval_rows * sum(row.eval_values for row in table) * itemsize,
         rows=rows,
         eval_rows=eval_rows,

@@ -31,13 +31,12 @@ from nnback.errors import (
     CheckpointError,
     ConfigError,
     NnbackError,
-    RunIOError,
 )
 from nnback.runfolder.atomic import atomic_write_json, atomic_write_text, remove_file, remove_temp_files
 from nnback.runfolder.checkpoint import load_checkpoint, save_checkpoint
 from nnback.runfolder.jsonl import read_json, read_jsonl, truncate_after
 from nnback.runfolder.lock import RunLock
-from nnback.runfolder.preflight import check_free_space, check_no_links, check_writable
+from nnback.runfolder.preflight import check_free_space, check_no_links, check_writable, path_error
 from nnback.runfolder.snapshot import model_arrays, run_meta, versions
 from nnback.train.divergence import Diverged
 from nnback.train.plan import batch_rows, check_trainable, load_training_data
@@ -64,7 +63,7 @@ def train(config: str | Path, *, overrides=(), out: str | Path | None = None, re
     Raises:
         NnbackError: bad config or data, a locked or unwritable folder (before training).
     """
-    exp = load_config(config, overrides)
+    exp = load_config(config, overrides, names_folder=out is None)
     source = str(config)
     resolved = exp.model_dump(mode="json")
     if out is None and (resume or skip_if_done):
@@ -302,7 +301,7 @@ def _new_run_dir(exp) -> Path:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise RunIOError(f"{candidate}: cannot create the run folder: {exc.strerror}") from None
+            raise path_error(candidate, exc) from None
     raise NnbackError(f"{parent}: too many runs started in the same second")
 
 
@@ -372,4 +371,14 @@ def _check_reusable(run_dir: Path, resolved: dict, resume: bool, force: bool, co
     diff = differing_keys([saved, resolved])
     if diff and not force:
         raise ConfigError(f"{run_dir}: the saved config differs in {', '.join(diff)}; "
-                          f"add --force to resume anyway")
+                          f"add --force to resume anyway" + _saved_settings_hint(run_dir))
+
+
+def _saved_settings_hint(run_dir: Path) -> str:
+    """The command resuming the run with its own config.yaml, if that config still loads."""
+    path = run_dir / "config.yaml"
+    try:
+        load_config(path, names_folder=False)
+    except NnbackError:
+        return ""
+    return f", or to continue with the saved settings: {_resume_command(path, (), run_dir, None)}"

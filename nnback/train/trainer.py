@@ -32,7 +32,7 @@ from nnback.runfolder.jsonl import JsonlWriter
 from nnback.train.diagnostics import DiagnosticsRecorder
 from nnback.train.divergence import Diverged, find_nonfinite, find_nonfinite_grad
 from nnback.train.evaluate import evaluate, higher_is_better
-from nnback.train.plan import batch_rows
+from nnback.train.plan import batch_rows, gather_rows
 from nnback.train.state import Progress, TrainingState
 
 # Statuses that end the loop with a checkpoint of where it stopped.
@@ -86,7 +86,7 @@ class Trainer:
         self.best_weights: dict | None = None  # kept in memory for early stopping
         self.stop_reason: str | None = None  # set by a signal handler: "SIGTERM" / "SIGINT"
         self.diagnostics = None  # a DiagnosticsRecorder while fit() runs, if configured
-        self._batch_x = None  # the reused (batch_size, D) input buffer while fit() runs
+        self._gathered_x = None  # the reused (rows, D) buffer batches are gathered into while fit() runs
         self._clock_mark = time.monotonic()  # when progress.train_seconds was last brought up to date
         self._last_checkpoint = time.monotonic()
         self._step_seconds = 0.0
@@ -123,8 +123,8 @@ class Trainer:
             self.diagnostics = DiagnosticsRecorder(self.run_dir / "diagnostics.jsonl", every=spec.every,
                                                    warn=self.console.warn)
         # Batches are gathered in the splits' float32; the model casts them to its dtype.
-        rows = batch_rows(self.exp.train.batch_size, len(self.splits["train"]))
-        self._batch_x = np.empty((rows, self.bundle.n_features), dtype=np.float32)
+        rows = gather_rows(self.exp.train.batch_size, len(self.splits["train"]), self.bundle.n_features)
+        self._gathered_x = np.empty((rows, self.bundle.n_features), dtype=np.float32)
         self._clock_mark = time.monotonic()
         p = self.progress
         try:
@@ -147,10 +147,11 @@ class Trainer:
 
         Returns early, with ``progress.status`` set, when the run stops inside the epoch.
         """
-        cfg, p = self.exp.train, self.progress
-        order = np.random.default_rng([self.exp.seed, p.epoch]).permutation(len(self.splits["train"]))
-        while p.batch < self.steps_in_epoch:
-            self._train_on_batch(order[p.batch * cfg.batch_size:(p.batch + 1) * cfg.batch_size])
+        cfg, p, train = self.exp.train, self.progress, self.splits["train"]
+        order = np.random.default_rng([self.exp.seed, p.epoch]).permutation(len(train))
+        rows_left = order[p.batch * cfg.batch_size:self.steps_in_epoch * cfg.batch_size]
+        for xb, yb in train.take_batches(rows_left, cfg.batch_size, out_X=self._gathered_x):
+            self._train_on_batch(xb, yb)
             if cfg.eval_every and p.step % cfg.eval_every == 0:
                 self._evaluate_and_record()
             if p.status == "running":
@@ -170,16 +171,15 @@ class Trainer:
         if p.status == "running" and self._checkpoint_due(epoch_end=True):
             self.save_checkpoint()
 
-    def _train_on_batch(self, idx: np.ndarray) -> None:
-        """Gather the rows ``idx`` of the training split, take a step on them, count it."""
+    def _train_on_batch(self, xb, yb) -> None:
+        """Take a step on the batch, count it."""
         p = self.progress
-        xb, yb = self.splits["train"].take(idx, out_X=self._batch_x, in_range=True)
         t0 = time.monotonic()
         self._step(xb, yb)
         self._step_seconds = time.monotonic() - t0
         p.batch += 1
         p.step += 1
-        p.samples += len(idx)
+        p.samples += len(xb)
         if self.console.live:
             self.console.progress(p.epoch + 1, self.exp.train.epochs, p.batch, self.steps_in_epoch,
                                   p.loss_sum / max(p.loss_count, 1))
