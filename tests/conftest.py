@@ -7,14 +7,21 @@ the command in a subprocess and ``nnback_start`` starts one to signal or kill;
 rather than of the process (signals, locks, kills, pipes). The
 session-scoped ``experiment_file`` and ``nnback_in`` do the same for module fixtures, and
 ``completed_run`` trains a reference run once per session.
+
+Tests that signal or kill a process must not depend on how fast it runs: ``wait_until``
+waits for an observable event (a file, a line), and ``freezer`` stops processes with
+SIGSTOP at a state the test chose (a trial in mid-training), so that a signal or a kill
+lands there however fast the run would have ended.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -185,3 +192,101 @@ def completed_run(tmp_path_factory, experiment_file, nnback_in):
         return runs[key]
 
     return get
+
+
+# --- processes stopped at a chosen state ---------------------------------------------------
+
+
+def wait_until(condition, proc: subprocess.Popen | None = None, timeout: float = 60.0):
+    """Poll ``condition()`` every 2 ms and return its first true value.
+
+    Fails if ``proc`` (when given) exits first, or after ``timeout`` seconds (a bound for
+    a machine under load, not a guess at how long the event takes).
+    """
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {condition}"
+        if proc is None:
+            time.sleep(0.002)
+            continue
+        try:
+            proc.wait(timeout=0.002)
+        except subprocess.TimeoutExpired:
+            continue
+        pytest.fail(f"{proc.args} exited with {proc.returncode} too early: {proc.stderr.read()}")
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    try:
+        states = [(task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                  for task in Path(f"/proc/{pid}/task").iterdir()]
+    except (OSError, IndexError):
+        return True  # gone: nothing left to wait for
+    return all(state in "TtZX" for state in states)
+
+
+class Freezer:
+    """Stops processes with SIGSTOP and continues them with SIGCONT (Linux)."""
+
+    def __init__(self):
+        self.frozen: set[int] = set()
+
+    def when(self, proc: subprocess.Popen, find, timeout: float = 60.0) -> list[int]:
+        """Wait until ``find()`` returns the pids whose progress would end the state the
+        test waits for (a trial in mid-training, a run before its last step), and return
+        them frozen in that state.
+
+        Each time ``find()`` reports pids they are stopped, and ``find()`` is asked again:
+        if it still reports them, the state holds until they are thawed; if not (it ended
+        in between), they are continued and the wait goes on.
+        """
+
+        def frozen_state():
+            pids = find()
+            if not pids:
+                return None
+            self.stop(pids)
+            if set(pids) <= set(find() or ()):
+                return list(pids)
+            self.thaw(pids)
+            return None
+
+        return wait_until(frozen_state, proc, timeout)
+
+    def stop(self, pids) -> None:
+        """SIGSTOP ``pids``; returns once every thread of each is stopped (or gone)."""
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                continue
+            self.frozen.add(pid)
+        deadline = time.monotonic() + 10
+        while not all(_all_threads_stopped(pid) for pid in pids):
+            assert time.monotonic() < deadline, f"processes {pids} did not stop"
+            time.sleep(0.001)
+
+    def thaw(self, pids) -> None:
+        for pid in pids:
+            self.frozen.discard(pid)
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture
+def freezer():
+    """A ``Freezer``; every process it left stopped is continued when the test ends."""
+    freezer = Freezer()
+    yield freezer
+    freezer.thaw(list(freezer.frozen))

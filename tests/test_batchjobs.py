@@ -86,38 +86,23 @@ def wait_for_training(proc: subprocess.Popen) -> None:
     pytest.fail(f"nnback exited with {proc.returncode} before training: {proc.stderr.read()}")
 
 
-def wait_until(proc: subprocess.Popen, condition, timeout: float = 30.0) -> None:
-    """Wait until ``condition()`` holds while ``proc`` runs (polling every 2 ms)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting for the run"
-        try:
-            proc.wait(timeout=0.002)
-        except subprocess.TimeoutExpired:
-            continue
-        pytest.fail(f"nnback exited with {proc.returncode} too early: {proc.stderr.read()}")
+def newest_checkpoint_step(run: Path) -> int:
+    """The step of the newest ``step-*.npz`` in the run folder (0 before the first)."""
+    newest = CheckpointStore(run).step_paths()[:1]
+    return int(newest[0].stem.split("-")[1]) if newest else 0
 
 
-def stopped_inside_a_write(proc: subprocess.Popen, folder: Path) -> bool:
-    """True once ``proc`` is stopped (SIGSTOP) while a temporary file exists in ``folder``."""
-    if not temp_files(folder):
-        return False
-    proc.send_signal(signal.SIGSTOP)
-    os.waitpid(proc.pid, os.WUNTRACED)  # returns once the process is frozen
-    if temp_files(folder):
-        return True
-    proc.send_signal(signal.SIGCONT)
-    return False
+def training(proc: subprocess.Popen, run: Path, after_step: int = 1) -> list[int]:
+    """``[proc.pid]`` once the run has a checkpoint of ``after_step`` or later and has not
+    ended (for ``freezer.when``), else []."""
+    ended = (run / "summary.json").exists()
+    return [proc.pid] if newest_checkpoint_step(run) >= after_step and not ended else []
 
 
-def kill_after(proc: subprocess.Popen, seconds: float) -> None:
-    """SIGKILL ``proc`` after ``seconds``; fail if it ended before."""
-    try:
-        proc.wait(timeout=seconds)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+def kill(proc: subprocess.Popen) -> None:
+    proc.kill()
     proc.communicate(timeout=30)
-    assert proc.returncode == -signal.SIGKILL, "the run ended before the kill"
+    assert proc.returncode == -signal.SIGKILL
 
 
 def resume_to_end(nnback, cfg: Path, run: Path) -> subprocess.CompletedProcess:
@@ -142,20 +127,26 @@ def tiny(completed_run):
 # --- SIGKILL at random points -----------------------------------------------------------
 
 
-def test_sigkill_anywhere_then_resume_gives_identical_weights(medium, nnback, nnback_start, tmp_path):
+def test_sigkill_anywhere_then_resume_gives_identical_weights(medium, nnback, nnback_start, freezer,
+                                                             tmp_path):
     cfg, reference = medium
     run = tmp_path / "run"
     want_rows = metric_rows(reference)
+    # Killed once inside a checkpoint write, and just after a random step in each third of
+    # the run (frozen there first, so that the kill lands before the run can end).
     rng = np.random.default_rng(5)
-    for attempt in range(4):
+    third = MEDIUM_STEPS // 3
+    thirds = [int(rng.integers(k * third + 1, k * third + third // 2)) for k in range(3)]
+    for after_step in (thirds[0], None, thirds[1], thirds[2]):
         proc = nnback_start("train", cfg, "--out", run, "--resume")
         wait_for_training(proc)
-        if attempt == 1:  # in the middle of writing a checkpoint
-            wait_until(proc, lambda proc=proc: stopped_inside_a_write(proc, run / "checkpoints"))
-            kill_after(proc, 0.0)
+        if after_step is None:
+            freezer.when(proc, lambda proc=proc: [proc.pid] if temp_files(run / "checkpoints") else [])
+            kill(proc)
             assert temp_files(run / "checkpoints")
         else:
-            kill_after(proc, rng.uniform(0.02, 0.2))
+            freezer.when(proc, lambda proc=proc, after_step=after_step: training(proc, run, after_step))
+            kill(proc)
         rows = metric_rows(run) if (run / "metrics.jsonl").exists() else []
         assert rows == want_rows[:len(rows)]
     resume_to_end(nnback, cfg, run)
@@ -215,15 +206,16 @@ def test_a_skipped_batch_leaves_the_running_statistics_as_they_were(write_config
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, EXIT_SIGTERM), (signal.SIGINT, EXIT_SIGINT),
                                        (signal.SIGHUP, EXIT_SIGHUP)])
-def test_signal_stops_with_checkpoint_and_resume_is_exact(medium, nnback, nnback_start, tmp_path,
+def test_signal_stops_with_checkpoint_and_resume_is_exact(medium, nnback, nnback_start, freezer, tmp_path,
                                                           sig, code):
     cfg, reference = medium
     run = tmp_path / "run"
     proc = nnback_start("train", cfg, "--out", run)
     wait_for_training(proc)
-    wait_until(proc, lambda: (run / "checkpoints" / "last.npz").exists())
-    proc.send_signal(sig)
+    freezer.when(proc, lambda: training(proc, run))  # just after its first checkpoint
+    proc.send_signal(sig)  # handled as soon as it continues, long before its last step
     sent = time.monotonic()
+    freezer.thaw([proc.pid])
     _, stderr = proc.communicate(timeout=30)
     assert time.monotonic() - sent < 5
     assert proc.returncode == code, stderr
@@ -362,11 +354,12 @@ def test_no_readable_checkpoint_is_one_error_line_and_changes_nothing(tiny, nnba
 # --- the run lock --------------------------------------------------------------------------
 
 
-def test_second_process_on_a_busy_folder_exits_locked(medium, nnback, nnback_start, tmp_path):
+def test_second_process_on_a_busy_folder_exits_locked(medium, nnback, nnback_start, freezer, tmp_path):
     cfg, _ = medium
     run = tmp_path / "run"
     first = nnback_start("train", cfg, "--out", run, "--set", "train.epochs=200")
     wait_for_training(first)
+    freezer.stop([first.pid])  # it holds the lock, and cannot finish, while the others try
     for extra in (["--resume"], []):
         started = time.monotonic()
         second = nnback("train", cfg, "--out", run, "--set", "train.epochs=200", *extra)
@@ -377,6 +370,7 @@ def test_second_process_on_a_busy_folder_exits_locked(medium, nnback, nnback_sta
             f"error: {run}: locked by pid {first.pid} on host {socket.gethostname()} since ")
     assert first.poll() is None
     first.send_signal(signal.SIGTERM)
+    freezer.thaw([first.pid])
     first.communicate(timeout=30)
     assert first.returncode == EXIT_SIGTERM
 

@@ -7,24 +7,28 @@ import io
 import json
 import os
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import alive, wait_until
 
 from nnback.commands.sweep import SweepOptions, run_sweep
 from nnback.errors import EXIT_LOCKED, EXIT_SIGTERM, ConfigError
-from nnback.runfolder.jsonl import read_jsonl
+from nnback.runfolder.checkpoint import CheckpointStore
+from nnback.runfolder.jsonl import read_json, read_jsonl
 from nnback.runfolder.lock import RunLock
 from nnback.sweep.journal import read_states
 from nnback.sweep.plan import planned_trials
 from nnback.sweep.spec import load_sweep
-from nnback.sweep.trial import check_worker
+from nnback.sweep.trial import STOP_ALL, STOP_DIR, check_worker
 
-# 4 trials of about half a second of training each; a checkpoint every 5 steps.
-EXPERIMENT = {"train": {"epochs": 20}}
+# 4 trials of 160 steps each, a checkpoint every 20: a fraction of a second of training.
+EXPERIMENT = {"train": {"epochs": 20, "checkpoint": {"every_steps": 20}}}
+# Trials of 12000 steps with a checkpoint every 1000 (well over a second in all): stopped
+# at their first checkpoint, they are far from their end when the stop reaches them.
+LONG = {"train": {"epochs": 400, "batch_size": 4, "checkpoint": {"every_steps": 1000}}}
+LONG_STEPS = 400 * 30
 GRID = {
     "name": "grid",
     "base": "cfg.yaml",
@@ -55,31 +59,36 @@ def completions(folder: Path) -> dict[str, int]:
     return counts
 
 
-def wait_until(proc: subprocess.Popen, condition, timeout: float = 30.0) -> None:
-    """Wait until ``condition()`` holds while ``proc`` runs."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting for the sweep"
-        try:
-            proc.wait(timeout=0.005)
-        except subprocess.TimeoutExpired:
-            continue
-        pytest.fail(f"the sweep exited with {proc.returncode} too early: {proc.stderr.read()}")
-
-
-def training_trial(folder: Path) -> Path | None:
-    """A trial folder with a checkpoint and no summary yet: a trial in mid-training."""
-    for trial in sorted((folder / "trials").glob("*")) if (folder / "trials").is_dir() else []:
-        if (trial / "checkpoints" / "last.npz").exists() and not (trial / "summary.json").exists():
-            return trial
-    return None
-
-
 def lock_pid(trial: Path) -> int | None:
+    """The pid in the trial's lock file (None while there is none, or it is being written)."""
     try:
         return json.loads((trial / "lock").read_text())["pid"]
     except (OSError, ValueError, KeyError):
         return None
+
+
+def in_training(folder: Path) -> dict[int, str]:
+    """``pid -> trial id`` of the trials in mid-training: a checkpoint, no summary yet, and
+    the lock of a live worker process."""
+    found = {}
+    for trial in sorted(folder.glob("trials/*")):
+        pid = lock_pid(trial)
+        if (pid and alive(pid) and (trial / "checkpoints" / "last.npz").exists()
+                and not (trial / "summary.json").exists()):
+            found[pid] = trial.name
+    return found
+
+
+def newest_step(folder: Path, trial: str) -> int:
+    """The step of the trial's newest checkpoint."""
+    return CheckpointStore(folder / "trials" / trial).load_latest().meta["progress"]["step"]
+
+
+def at_first_checkpoint(folder: Path, but=()) -> list[int]:
+    """The pid of one trial in mid-training (none of ``but``) that has written only its
+    first checkpoint."""
+    return [pid for pid, trial in in_training(folder).items()
+            if pid not in but and len(CheckpointStore(folder / "trials" / trial).step_paths()) == 1][:1]
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +101,7 @@ def reference(tmp_path_factory, experiment_file, nnback_in):
     return sweep, folder / "ref", done
 
 
-def test_grid_end_to_end(reference, nnback_in, tmp_path):
+def test_grid_end_to_end(reference, nnback_cli, tmp_path, monkeypatch):
     sweep, folder, done = reference
     results = scores(folder)
     assert sorted(results) == [t.id for t in planned_trials(load_sweep(sweep)[0])]
@@ -109,12 +118,13 @@ def test_grid_end_to_end(reference, nnback_in, tmp_path):
     assert lines[-6].split()[:2] == ["trial", "optimizer.lr"]  # the table, best first
     assert lines[-5].split()[0] == best_id
     # best.yaml retrains the best trial on its own.
-    retrained = nnback_in(tmp_path, "train", folder / "best.yaml", "--out", tmp_path / "run", "-q")
+    retrained = nnback_cli("train", folder / "best.yaml", "--out", tmp_path / "run", "-q")
     assert retrained.returncode == 0, retrained.stderr
     values = [r["val_loss"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")]
     assert min(values) == summary["best"]["score"]
-    # Re-running the finished sweep runs nothing.
-    again = nnback_in(sweep.parent, "sweep", sweep, "--workers", 2, "--out", folder)
+    # Re-running the finished sweep runs nothing, and starts no worker process for it.
+    monkeypatch.setattr("nnback.sweep.local._Worker", None)
+    again = nnback_cli("sweep", sweep, "--workers", 2, "--out", folder)
     assert again.returncode == 0, again.stderr
     assert set(completions(folder).values()) == {1}
 
@@ -162,52 +172,82 @@ def test_bad_sweep_file_is_one_line_naming_the_key(tmp_path, experiment_file, ch
     assert not (tmp_path / "out").exists()
 
 
-def test_bad_sweep_file_exits_2_without_a_folder(tmp_path, experiment_file, nnback):
+def test_bad_sweep_file_exits_2_without_a_folder(tmp_path, experiment_file, nnback_cli):
     sweep = write_sweep(tmp_path, experiment_file, {"parameters": {"optimizer.momentum": [0.5, 2.0]}})
-    done = nnback("sweep", sweep, "--out", tmp_path / "out")
+    done = nnback_cli("sweep", sweep, "--out", tmp_path / "out")
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "parameters.optimizer.momentum: value 2.0" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
 
 
-def test_sigkill_of_the_sweep_then_rerun_completes_identically(reference, tmp_path, nnback_start, nnback):
+def test_sigkill_of_the_sweep_then_rerun_completes_identically(reference, tmp_path, nnback_start, nnback,
+                                                              freezer):
     sweep, ref, _ = reference
     folder = tmp_path / "sweep"
     proc = nnback_start("sweep", sweep, "--workers", 2, "--out", folder, cwd=sweep.parent)
-    wait_until(proc, lambda: training_trial(folder) is not None)
+    workers = freezer.when(proc, lambda: sorted(in_training(folder)))  # their trials cannot end now
+    killed_mid_trial = in_training(folder).values()
     proc.kill()
-    proc.communicate(timeout=30)
-    assert any(state != "completed" for state, _, _ in scores(folder).values())
+    proc.wait(timeout=30)
+    freezer.thaw(workers)
+    proc.communicate(timeout=30)  # returns once the workers, which share its stdout, are gone too
+    assert {read_states(folder)[trial].state for trial in killed_mid_trial} == {"started"}
     done = nnback("sweep", sweep, "--workers", 2, "--out", folder)
     assert done.returncode == 0, done.stderr
     assert scores(folder) == scores(ref)
     assert set(completions(folder).values()) == {1}
 
 
-def test_sigkill_of_a_trial_process_is_requeued_and_resumed(reference, tmp_path, nnback_start):
+def test_sigkill_of_a_trial_process_is_requeued_and_resumed(reference, tmp_path, nnback_start, freezer):
     sweep, ref, _ = reference
     folder = tmp_path / "sweep"
     proc = nnback_start("sweep", sweep, "--workers", 2, "--out", folder, cwd=sweep.parent)
-    wait_until(proc, lambda: training_trial(folder) is not None and lock_pid(training_trial(folder)))
-    victim = training_trial(folder)
-    os.kill(lock_pid(victim), signal.SIGKILL)
+    workers = freezer.when(proc, lambda: sorted(in_training(folder)))
+    victim = workers[0]
+    trial = in_training(folder)[victim]
+    os.kill(victim, signal.SIGKILL)
+    freezer.thaw(workers)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    journal = read_jsonl(folder / "trials.jsonl")
-    assert any(r["state"] == "requeued" and r["trial"] == victim.name for r in journal)
+    requeued = [r for r in read_jsonl(folder / "trials.jsonl") if r["state"] == "requeued"]
+    assert [r["trial"] for r in requeued] == [trial]
+    assert requeued[0]["message"].startswith(f"worker process {victim} died")
     assert scores(folder) == scores(ref)
+    assert set(completions(folder).values()) == {1}
 
 
-def test_sigterm_stops_trials_with_checkpoints(reference, tmp_path, nnback_start):
-    sweep, _, _ = reference
-    folder = tmp_path / "sweep"
-    proc = nnback_start("sweep", sweep, "--workers", 2, "--out", folder, cwd=sweep.parent)
-    wait_until(proc, lambda: training_trial(folder) is not None)
+def test_sigterm_stops_trials_with_checkpoints_and_a_rerun_completes(tmp_path, experiment_file, nnback_start,
+                                                                    nnback, freezer):
+    # Two long trials first, two short ones waiting for a worker.
+    grid = {"parameters": {"train.epochs": [LONG["train"]["epochs"], 1], "optimizer.lr": [0.1, 0.2]}}
+    sweep = write_sweep(tmp_path, experiment_file, grid, experiment=LONG)
+    folder = tmp_path / "out"
+    proc = nnback_start("sweep", sweep, "--workers", 2, "--out", folder)
+    # Each worker frozen at its trial's first checkpoint: two trials running, far from their end.
+    first = freezer.when(proc, lambda: at_first_checkpoint(folder))
+    workers = first + freezer.when(proc, lambda: at_first_checkpoint(folder, but=first))
+    running = in_training(folder).values()
+    assert sorted(read_states(folder)) == sorted(running)
     proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=60)
-    assert proc.returncode == EXIT_SIGTERM
-    summary = json.loads((folder / "summary.json").read_text())
-    assert summary["status"] == "interrupted" and summary["trials"].get("interrupted")
+    wait_until(lambda: (folder / STOP_DIR / STOP_ALL).exists(), proc)  # no trial starts from here on
+    freezer.thaw(workers)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_SIGTERM, err
+    assert {trial: state.state for trial, state in read_states(folder).items()} == dict.fromkeys(
+        running, "interrupted")
+    for trial in running:
+        run = read_json(folder / "trials" / trial / "summary.json")
+        assert run["status"] == "interrupted" and 0 < run["steps"] < LONG_STEPS
+        assert newest_step(folder, trial) == run["steps"]
+    summary = read_json(folder / "summary.json")
+    assert summary["status"] == "interrupted" and summary["trials"] == {"interrupted": 2, "pending": 2}
+    done = nnback("sweep", sweep, "--workers", 2, "--out", folder)
+    assert done.returncode == 0, done.stderr
+    assert [s.state for s in read_states(folder).values()] == ["completed"] * 4
+    assert set(completions(folder).values()) == {1}
+    for trial in running:  # resumed where they stopped: no epoch trained twice
+        epochs = [r["epoch"] for r in read_jsonl(folder / "trials" / trial / "metrics.jsonl")]
+        assert epochs == list(range(1, LONG["train"]["epochs"] + 1))
 
 
 def test_second_sweep_on_a_locked_folder_exits_4(reference, tmp_path, nnback):
@@ -240,10 +280,10 @@ def test_an_experiment_given_as_the_sweep_file(tmp_path, experiment_file):
         load_sweep(tmp_path / "sweep.yaml")
 
 
-def test_failing_trial_is_recorded_and_the_rest_complete(tmp_path, experiment_file, nnback):
+def test_failing_trial_is_recorded_and_the_rest_complete(tmp_path, experiment_file, nnback_cli):
     sweep = write_sweep(tmp_path, experiment_file, {"parameters": {"optimizer.lr": [0.1, 1.0e30]}},
                         experiment={"train": {"epochs": 3}})
-    done = nnback("sweep", sweep, "--out", tmp_path / "out")
+    done = nnback_cli("sweep", sweep, "--out", tmp_path / "out")
     assert done.returncode == 0, done.stderr
     states = read_states(tmp_path / "out")
     failed = [s for s in states.values() if s.state == "failed"]
@@ -251,34 +291,38 @@ def test_failing_trial_is_recorded_and_the_rest_complete(tmp_path, experiment_fi
     assert failed[0].last["kind"] == "trial" and "loss is nan" in failed[0].last["message"]
     assert sorted(s.state for s in states.values()) == ["completed", "failed"]
     # A re-run leaves the failure alone unless told to retry it.
-    assert nnback("sweep", sweep, "--out", tmp_path / "out").returncode == 0
+    assert nnback_cli("sweep", sweep, "--out", tmp_path / "out").returncode == 0
     assert len([r for r in read_jsonl(tmp_path / "out" / "trials.jsonl") if r["state"] == "failed"]) == 1
-    assert nnback("sweep", sweep, "--out", tmp_path / "out", "--retry-failed").returncode == 0
+    assert nnback_cli("sweep", sweep, "--out", tmp_path / "out", "--retry-failed").returncode == 0
     assert len([r for r in read_jsonl(tmp_path / "out" / "trials.jsonl") if r["state"] == "failed"]) == 2
 
 
-def test_dask_local_cluster_with_a_worker_killed_mid_trial(reference, tmp_path, nnback_start):
+def test_dask_local_cluster_with_a_worker_killed_mid_trial(reference, tmp_path, nnback_start, freezer):
     pytest.importorskip("distributed")
     sweep, ref, _ = reference
     folder = tmp_path / "sweep"
     proc = nnback_start("sweep", sweep, "--scheduler", "local:2", "--out", folder, cwd=sweep.parent)
-    wait_until(proc, lambda: training_trial(folder) is not None and lock_pid(training_trial(folder)), 60)
-    victim = training_trial(folder)
-    os.kill(lock_pid(victim), signal.SIGKILL)
+    workers = freezer.when(proc, lambda: sorted(in_training(folder)))
+    victim = workers[0]
+    trial = in_training(folder)[victim]
+    os.kill(victim, signal.SIGKILL)
+    freezer.thaw(workers)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert scores(folder) == scores(ref)
     assert set(completions(folder).values()) == {1}
-    started = [r for r in read_jsonl(folder / "trials.jsonl") if r["state"] == "started"]
-    assert {r["executor"] for r in started} == {"dask"}
+    journal = read_jsonl(folder / "trials.jsonl")
+    assert {r["executor"] for r in journal if r["state"] == "started"} == {"dask"}
+    finished = [r for r in journal if r["trial"] == trial and r["state"] == "completed"]
+    assert finished[0]["pid"] != victim  # Dask ran it again on another worker process
 
 
-def test_tpe_with_pruning(tmp_path, experiment_file, nnback):
+def test_tpe_with_pruning(tmp_path, experiment_file, nnback_cli):
     pytest.importorskip("optuna")
     sweep = write_sweep(tmp_path, experiment_file, {
         "method": "tpe", "trials": 4, "parameters": {"optimizer.lr": {"log_uniform": [0.01, 1.0]}},
         "prune": {"after_epochs": 1, "min_trials": 1}}, experiment={"train": {"epochs": 4}})
-    done = nnback("sweep", sweep, "--out", tmp_path / "out")
+    done = nnback_cli("sweep", sweep, "--out", tmp_path / "out")
     assert done.returncode == 0, done.stderr
     states = read_states(tmp_path / "out")
     assert len(states) == 4 and {s.state for s in states.values()} <= {"completed", "pruned"}

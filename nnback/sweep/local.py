@@ -1,8 +1,9 @@
 """The local executor: ``--workers N`` long-lived worker processes on this machine.
 
 Each worker is a fresh interpreter (the ``spawn`` start method: no state inherited
-from the sweep process) started once and reused for every trial it runs, so a trial
-pays no interpreter or import start-up. BLAS threads are divided between the workers,
+from the sweep process) started when the first trial is due and reused for every trial
+it runs, so a trial pays no interpreter or import start-up, and a sweep with nothing
+left to run (or a locked folder) starts none. BLAS threads are divided between the workers,
 ``cores // N`` each, fixed in the environment before NumPy loads and again with
 threadpoolctl. The sweep process talks to each worker over a pipe and watches its
 process sentinel, so it knows which trial a worker that dies was running.
@@ -64,7 +65,8 @@ class LocalExecutor:
     def __init__(self, workers: int, cores: int | None = None):
         self.threads = max(1, (cores or usable_cores()) // workers)
         self._context = multiprocessing.get_context("spawn")
-        self._workers = [_Worker(self._context, self.threads) for _ in range(workers)]
+        self._count = workers
+        self._workers: list[_Worker] = []  # started by the first look at free_slots
         self._failed_starts = 0
 
     def __enter__(self) -> LocalExecutor:
@@ -76,6 +78,8 @@ class LocalExecutor:
     @property
     def free_slots(self) -> int:
         """Idle workers that have finished starting (trials wait for them, not in them)."""
+        if not self._workers:
+            self._workers = [_Worker(self._context, self.threads) for _ in range(self._count)]
         for i, worker in enumerate(self._workers):
             if not worker.ready and worker.process.exitcode is not None:
                 self._failed_starts += 1

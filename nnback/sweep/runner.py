@@ -114,6 +114,8 @@ class Coordinator:
         return self.spec.method == "tpe" and len(self.journal.states) < self.budget
 
     def _start_what_fits(self) -> None:
+        if not self._work_left():
+            return
         free = self.executor.free_slots
         while free > 0 and self.stop_reason is None:
             picked = self._next()
