@@ -254,9 +254,13 @@ def test_the_printed_command_continues_a_run_started_without_out(tiny, nnback_st
     assert resumed.wait(timeout=30) == EXIT_SIGTERM
 
 
-def test_time_budget_stops_cleanly_and_resume_is_exact(medium, nnback_cli, tmp_path):
+def test_time_budget_stops_cleanly_and_resume_is_exact(medium, nnback_cli, tmp_path, monkeypatch):
     cfg, reference = medium
     run = tmp_path / "run"
+    # A clock that moves a millisecond each time it is read: the budget ends after the
+    # same work on any machine, however fast or busy.
+    ticks = iter(range(10**9))
+    monkeypatch.setattr(time, "monotonic", lambda: next(ticks) * 1e-3)
     steps = []
     for budget in (["--max-time", "0.4s"], ["--set", "train.max_time=0.4s", "--resume"]):
         stopped = nnback_cli("train", cfg, "--out", run, *budget)
