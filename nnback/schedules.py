@@ -26,6 +26,10 @@ from nnback.spec import Option, Spec, with_spec
 def constant(step, base_lr, total_steps):
     """``base_lr`` at every step."""
     _check_step(step)
+    return _constant(step, base_lr, total_steps)
+
+
+def _constant(step, base_lr, total_steps):
     return float(base_lr)
 
 
@@ -46,6 +50,10 @@ def step_decay(step, base_lr, total_steps, step_size, gamma=0.1):
     _require(isinstance(step_size, Integral) and step_size >= 1, "step_size",
              "an integer >= 1", step_size)
     step_decay.spec.check(gamma=gamma)
+    return _step_decay(step, base_lr, total_steps, step_size, gamma)
+
+
+def _step_decay(step, base_lr, total_steps, step_size, gamma=0.1):
     return float(base_lr * gamma ** (step // step_size))
 
 
@@ -62,6 +70,10 @@ def exponential(step, base_lr, total_steps, gamma):
     """
     _check_step(step)
     exponential.spec.check(gamma=gamma)
+    return _exponential(step, base_lr, total_steps, gamma)
+
+
+def _exponential(step, base_lr, total_steps, gamma):
     return float(base_lr * gamma ** step)
 
 
@@ -81,11 +93,19 @@ def cosine(step, base_lr, total_steps, min_lr=0.0):
     """
     _check_step(step)
     cosine.spec.check(min_lr=min_lr)
+    return _cosine(step, base_lr, total_steps, min_lr)
+
+
+def _cosine(step, base_lr, total_steps, min_lr=0.0):
     progress = min(step, total_steps) / total_steps
     return float(min_lr + (base_lr - min_lr) * (1 + math.cos(math.pi * progress)) / 2)
 
 
 SCHEDULES = {fn.spec.name: fn for fn in (constant, step_decay, exponential, cosine)}
+# The arithmetic of each schedule without the argument checks, for ``lr_at``: make_schedule
+# checks the arguments once, so the per-step call is the formula alone.
+_FORMULAS = {constant: _constant, step_decay: _step_decay, exponential: _exponential,
+             cosine: _cosine}
 
 
 def make_schedule(name, base_lr, total_steps, warmup_steps=0, **params):
@@ -118,12 +138,13 @@ def make_schedule(name, base_lr, total_steps, warmup_steps=0, **params):
         raise ValueError(f"schedule {name!r}: {exc}") from None
     decay_steps = total_steps - warmup_steps
     fn(0, base_lr, decay_steps, **params)
+    formula = _FORMULAS[fn]
 
     def lr_at(step):
+        _check_step(step)
         if step < warmup_steps:
-            _check_step(step)
             return base_lr * (step + 1) / (warmup_steps + 1)
-        return fn(step - warmup_steps, base_lr, decay_steps, **params)
+        return formula(step - warmup_steps, base_lr, decay_steps, **params)
 
     return lr_at
 
