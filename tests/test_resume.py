@@ -116,12 +116,12 @@ def test_stop_request_then_resume(reference, tmp_path, monkeypatch):
     resume_to_the_end(config, run, ref)
 
 
-def killed_after_a_checkpoint(reference: Path, run: Path) -> int:
-    """``run``: the reference folder as a kill right after epoch STOP_AFTER's checkpoint
-    left it; returns the step of its best.npz."""
+def killed_after_a_checkpoint(reference: Path, run: Path, epochs: int = STOP_AFTER) -> int:
+    """``run``: the reference folder as a kill right after the checkpoint of epoch
+    ``epochs`` left it; returns the step of its best.npz."""
     shutil.copytree(reference, run)
     checkpoints = run / "checkpoints"
-    step = 6 * STOP_AFTER
+    step = metrics(run)[epochs - 1]["step"]
     for path in checkpoints.iterdir():
         if path.name in ("last.npz", "best.npz") or int(path.stem.split("-")[1]) > step:
             path.unlink()
@@ -130,9 +130,9 @@ def killed_after_a_checkpoint(reference: Path, run: Path) -> int:
     shutil.copy(checkpoints / f"step-{step:09d}.npz", checkpoints / "last.npz")
     # best.npz as it was then: the weights of the best evaluation so far, which the
     # checkpoint written right after that evaluation holds too.
-    best = min(metrics(run)[:STOP_AFTER], key=lambda record: record["val_loss"])
+    best = min(metrics(run)[:epochs], key=lambda record: record["val_loss"])
     shutil.copy(checkpoints / f"step-{best['step']:09d}.npz", checkpoints / "best.npz")
-    assert len(metrics(run)) > STOP_AFTER  # lines written after the checkpoint are dropped
+    assert len(metrics(run)) > epochs  # lines written after the checkpoint are dropped
     return best["step"]
 
 
@@ -275,15 +275,5 @@ def test_convnet_killed_after_a_checkpoint_resumes_bit_identically(tmp_path):
     result = invoke("train", config, "--out", reference, "-q")
     assert result.exit_code == 0, result.output
     run = tmp_path / "run"
-    shutil.copytree(reference, run)
-    checkpoints = run / "checkpoints"
-    step = metrics(run)[1]["step"]  # killed right after the checkpoint of epoch 2
-    for path in checkpoints.iterdir():
-        if path.name in ("last.npz", "best.npz") or int(path.stem.split("-")[1]) > step:
-            path.unlink()
-    (run / "model.npz").unlink()
-    (run / "summary.json").unlink()
-    shutil.copy(checkpoints / f"step-{step:09d}.npz", checkpoints / "last.npz")
-    best = min(metrics(run)[:2], key=lambda record: record["val_loss"])
-    shutil.copy(checkpoints / f"step-{best['step']:09d}.npz", checkpoints / "best.npz")
+    killed_after_a_checkpoint(reference, run, epochs=2)
     resume_to_the_end(config, run, reference)
