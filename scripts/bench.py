@@ -273,15 +273,22 @@ def torch_step(case, x, y, threads):
     layers = []
     for i, (a, b) in enumerate(pairwise(case.dims)):
         layers += [torch.nn.Linear(a, b)] + ([torch.nn.ReLU()] if i < len(case.dims) - 2 else [])
-    model = torch.nn.Sequential(*layers)
-    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    return torch_sgd_step(torch.nn.Sequential(*layers), torch.from_numpy(x), torch.from_numpy(y), case.batch)
+
+
+def torch_sgd_step(net, x, y, batch):
+    """One PyTorch training step of ``net`` on the next batch of ``x``, ``y`` (tensors):
+    cross-entropy, backward, SGD with momentum."""
+    import torch
+
+    opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM)
     loss_fn = torch.nn.CrossEntropyLoss()
-    next_batch = cycled_batches(torch.from_numpy(x), torch.from_numpy(y), case.batch)
+    next_batch = cycled_batches(x, y, batch)
 
     def step():
         xb, yb = next_batch()
         opt.zero_grad()
-        loss_fn(model(xb), yb).backward()
+        loss_fn(net(xb), yb).backward()
         opt.step()
         return 1
 
@@ -665,19 +672,8 @@ def torch_conv_step(case_name, x, y, threads):
         else:
             modules.append({"ReLU": torch.nn.ReLU, "Flatten": torch.nn.Flatten}[type(layer).__name__]())
     net = torch.nn.Sequential(*modules)
-    opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM)
-    loss_fn = torch.nn.CrossEntropyLoss()
     images = torch.from_numpy(x).reshape(len(x), *model.input_shape)
-    next_batch = cycled_batches(images, torch.from_numpy(y), CONV_BATCH)
-
-    def step():
-        xb, yb = next_batch()
-        opt.zero_grad()
-        loss_fn(net(xb), yb).backward()
-        opt.step()
-        return 1
-
-    return step
+    return torch_sgd_step(net, images, torch.from_numpy(y), CONV_BATCH)
 
 
 def im2col_gemm_step(case_name, x):
