@@ -102,7 +102,7 @@ def test_sgd_update_ratio_is_lr_times_gradient_over_weight_norm():
     model[0].params["W"][...] = [[3.0, 0.0], [0.0, 4.0]]  # ||W|| = 5
     model[0].grads["W"][...] = [[1.0, 2.0], [2.0, 4.0]]  # ||dW|| = 5
     model[0].grads["b"][...] = [1.0, 1.0]
-    before = {name: p.copy() for name, p, _ in model.parameters()}
+    before = model.flat_params.copy()
     SGD(model.parameters(), lr=0.01).step()
     stats = parameter_stats(model, before)
     assert stats["0.W"]["update_ratio"] == pytest.approx(0.01 * 5 / 5)
@@ -242,6 +242,6 @@ def test_convolution_kernels_count_as_weight_matrices():
 
     rng = np.random.default_rng(0)
     model = Sequential([Conv2d(1, 2, 3, rng=rng), Flatten(), Linear(8, 2, rng=rng)], input_shape=(1, 4, 3))
-    stats = parameter_stats(model, {name: p.copy() for name, p, _ in model.parameters()})
+    stats = parameter_stats(model, model.flat_params.copy())
     assert {name: s["matrix"] for name, s in stats.items()} == {
         "0.W": True, "0.b": False, "2.W": True, "2.b": False}

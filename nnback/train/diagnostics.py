@@ -44,7 +44,6 @@ from pathlib import Path
 
 import numpy as np
 
-from nnback.optim import grad_norm
 from nnback.untrusted import is_int, is_number
 
 logger = logging.getLogger(__name__)
@@ -230,8 +229,9 @@ def _is_value(value) -> bool:
 
 
 def norm(a: np.ndarray) -> float:
-    """Frobenius norm of ``a`` (any shape), as a Python float."""
-    return grad_norm([a])
+    """Frobenius norm of ``a`` (any shape), as a Python float: one BLAS dot product."""
+    flat = a.reshape(-1)
+    return math.sqrt(float(flat.dot(flat)))
 
 
 def _num(value: float) -> float | None:
@@ -251,7 +251,12 @@ def activation_stats(layer, out: np.ndarray) -> dict:
     spec = getattr(type(layer), "spec", None)
     if spec is None or spec.role != "activation":
         return {}
-    stats = {"mean": _num(out.mean()), "std": _num(out.std())}
+    # out.mean() and out.std() as numpy computes them (pairwise sums), less the overhead.
+    flat = out.reshape(-1)
+    mean = np.add.reduce(flat) / flat.size
+    deviations = flat - mean
+    np.multiply(deviations, deviations, out=deviations)
+    stats = {"mean": _num(mean), "std": _num(math.sqrt(np.add.reduce(deviations) / flat.size))}
     if spec.can_die:
         units = out.reshape(len(out), out.shape[1], -1)  # a feature, or a channel's pixels
         stats["dead"] = _num(1 - np.count_nonzero(units.any(axis=(0, 2))) / out.shape[1])
@@ -288,22 +293,24 @@ def depth_ratio(layers: list[dict]) -> float | None:
     return _num(first / last)
 
 
-def parameter_stats(model, before: dict[str, np.ndarray]) -> dict[str, dict]:
+def parameter_stats(model, before: np.ndarray) -> dict[str, dict]:
     """Per parameter: weight_norm, grad_norm, update_ratio and whether it is a matrix.
 
     Args:
         model: after the optimizer step.
-        before: copies of the parameters taken before it, by name.
+        before: a copy of ``model.flat_params`` taken before it.
     """
-    stats = {}
-    for name, param, grad in model.parameters():
-        old = before[name]
-        old_norm = norm(old)
-        change = norm(param - old)
+    after, grads = model.flat_params, model.flat_grads
+    change = after - before
+    stats, start = {}, 0
+    for name, param, _ in model.parameters():  # each a view of the packed arrays, in order
+        part = slice(start, start + param.size)
+        start = part.stop
+        old_norm = norm(before[part])
         stats[name] = {
-            "weight_norm": _num(norm(param)),
-            "grad_norm": _num(norm(grad)),
-            "update_ratio": _num(change / old_norm) if old_norm > 0 else None,
+            "weight_norm": _num(norm(after[part])),
+            "grad_norm": _num(norm(grads[part])),
+            "update_ratio": _num(norm(change[part]) / old_norm) if old_norm > 0 else None,
             "matrix": param.ndim >= 2,
         }
     return stats
@@ -333,7 +340,7 @@ class DiagnosticsRecorder:
         self.warn = warn
         self.tracker = ProblemTracker(thresholds)
         self._writer = JsonlWriter(path)
-        self._before: dict[str, np.ndarray] = {}
+        self._before: np.ndarray | None = None  # the parameters before this step's update
 
     def due(self, step: int) -> bool:
         """Whether the 1-based ``step`` about to be taken is recorded."""
@@ -341,7 +348,7 @@ class DiagnosticsRecorder:
 
     def before_update(self, model) -> None:
         """Copy the parameters, to measure the update the optimizer is about to make."""
-        self._before = {name: param.copy() for name, param, _ in model.parameters()}
+        self._before = model.flat_params.copy()
 
     def after_update(self, step: int, epoch: int, model, trace_f: list, trace_b: list, lr: float) -> dict:
         """Write the record of this step, warn about persistent problems; return the record.
@@ -354,13 +361,13 @@ class DiagnosticsRecorder:
             trace_b: each layer's dx of this step's backward pass, last layer first.
             lr: the learning rate the step used.
         """
-        if not self._before:
+        if self._before is None:
             raise RuntimeError("after_update called without before_update on this step")
         layers = layer_stats(model, trace_f, trace_b)
         record = {"step": step, "epoch": epoch, "lr": _num(lr),
                   "params": parameter_stats(model, self._before), "layers": layers,
                   "depth_ratio": depth_ratio(layers)}
-        self._before = {}
+        self._before = None
         self._writer.write(record)
         for line in self.tracker.update(record):
             if self.warn is not None:
