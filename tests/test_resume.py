@@ -203,16 +203,16 @@ def test_stop_at_an_epoch_boundary_then_resume_logs_that_epochs_learning_rate(re
     """Stopped after the last step of an epoch, before its evaluation: the resumed run
     logs that evaluation with the learning rate of the step just taken (cosine schedule)."""
     config, ref = reference
-    train_on_batch = Trainer._train_on_batch
+    step = Trainer._step
 
-    def stop_at_epoch_end(self, xb, yb):
-        train_on_batch(self, xb, yb)
-        if self.progress.epoch == STOP_AFTER - 1 and self.progress.batch == self.steps_in_epoch:
+    def stop_at_epoch_end(self, xb, yb):  # the step is counted after it returns
+        step(self, xb, yb)
+        if self.progress.epoch == STOP_AFTER - 1 and self.progress.batch == self.steps_in_epoch - 1:
             self.stop_reason = "SIGTERM"
 
     run = tmp_path / "run"
     with monkeypatch.context() as patch:
-        patch.setattr(Trainer, "_train_on_batch", stop_at_epoch_end)
+        patch.setattr(Trainer, "_step", stop_at_epoch_end)
         stopped = invoke("train", config, "--out", run, "-q")
     assert stopped.exit_code == EXIT_SIGTERM
     assert len(metrics(run)) == STOP_AFTER - 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from nnback.config import load_config
 from nnback.data import load_data
@@ -92,3 +93,17 @@ def test_the_console_says_when_early_stopping_ended_the_run_and_which_weights_it
     kept = [line for line in lines
             if line.startswith("keeping the weights of epoch 1, step 8 (best val_loss ")]
     assert len(kept) == 1
+
+
+@pytest.mark.parametrize("schedule", [{"type": "constant"}, {"type": "constant", "warmup_epochs": 1},
+                                      {"type": "cosine", "warmup_epochs": 1}])
+def test_every_step_uses_its_scheduled_learning_rate(write_config, tmp_path, schedule, monkeypatch):
+    """A constant rate is set once; warm-up and decaying schedules set it before each step."""
+    cfg = write_config({"schedule": schedule, "train": {"epochs": 3}})
+    trainer = make_trainer(cfg, tmp_path)
+    used = []
+    step = trainer.optimizer.step
+    monkeypatch.setattr(trainer.optimizer, "step", lambda: (used.append(trainer.optimizer.lr), step()))
+    assert trainer.fit() == "completed"
+    assert used == [trainer.lr_at(s) for s in range(trainer.total_steps)]
+    assert (len(set(used)) == 1) == (schedule == {"type": "constant"})

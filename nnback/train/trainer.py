@@ -25,7 +25,7 @@ from nnback.build import (
 )
 from nnback.data.load import Split
 from nnback.memory import evaluation_rows
-from nnback.optim import clip_grad_norm, grad_norm
+from nnback.optim import clip_grad_norm
 from nnback.runfolder.atomic import atomic_save_npz
 from nnback.runfolder.checkpoint import CheckpointStore
 from nnback.runfolder.jsonl import JsonlWriter
@@ -74,12 +74,14 @@ class Trainer:
             self.steps_in_epoch -= 1  # a batch of one sample has no batch statistics
         self.total_steps = exp.train.epochs * self.steps_in_epoch
         self.lr_at = build_schedule(exp, self.steps_in_epoch)
+        # A constant rate without warm-up is the optimizer's own: nothing to set per step.
+        self._scheduled = exp.schedule.type != "constant" or exp.schedule.warmup_epochs > 0
         self.state = TrainingState(exp, bundle, self.model, self.optimizer, self.rng)
         # Running statistics as they were before the current batch, restored when a
         # non-finite batch is skipped (its forward pass has already moved them).
         self._buffers_before = ([(array, array.copy()) for _, array in self.model.buffers()]
                                 if exp.train.divergence.skip_batches else [])
-        self._grads = [self.model.flat_grads]  # every gradient, packed: one norm, one scaling
+        self._flat_grads = self.model.flat_grads  # every gradient, packed: one norm, one scaling
         self.run_dir: Path | None = None
         self.store: CheckpointStore | None = None
         self.metrics = None  # opened by fit(), after a resume has trimmed the file
@@ -151,7 +153,15 @@ class Trainer:
         order = np.random.default_rng([self.exp.seed, p.epoch]).permutation(len(train))
         rows_left = order[p.batch * cfg.batch_size:self.steps_in_epoch * cfg.batch_size]
         for xb, yb in train.take_batches(rows_left, cfg.batch_size, out_X=self._gathered_x):
-            self._train_on_batch(xb, yb)
+            started = time.monotonic()
+            self._step(xb, yb)
+            self._step_seconds = time.monotonic() - started
+            p.batch += 1
+            p.step += 1
+            p.samples += len(xb)
+            if self.console.live:
+                self.console.progress(p.epoch + 1, cfg.epochs, p.batch, self.steps_in_epoch,
+                                      p.loss_sum / max(p.loss_count, 1))
             if cfg.eval_every and p.step % cfg.eval_every == 0:
                 self._evaluate_and_record()
             if p.status == "running":
@@ -171,48 +181,36 @@ class Trainer:
         if p.status == "running" and self._checkpoint_due(epoch_end=True):
             self.save_checkpoint()
 
-    def _train_on_batch(self, xb, yb) -> None:
-        """Take a step on the batch, count it."""
-        p = self.progress
-        t0 = time.monotonic()
-        self._step(xb, yb)
-        self._step_seconds = time.monotonic() - t0
-        p.batch += 1
-        p.step += 1
-        p.samples += len(xb)
-        if self.console.live:
-            self.console.progress(p.epoch + 1, self.exp.train.epochs, p.batch, self.steps_in_epoch,
-                                  p.loss_sum / max(p.loss_count, 1))
-
     def _step(self, xb, yb) -> None:
         """Forward, loss, backward and update on one mini-batch."""
-        p = self.progress
-        self.optimizer.lr = self.lr_at(p.step)
+        p, model, grads = self.progress, self.model, self._flat_grads
+        if self._scheduled:
+            self.optimizer.lr = self.lr_at(p.step)
         diag = self.diagnostics
         if diag is not None and not diag.due(p.step + 1):
             diag = None
         trace_f, trace_b = ([], []) if diag is not None else (None, None)
         for array, saved in self._buffers_before:
             np.copyto(saved, array)
-        scores = self.model.forward(xb, training=True, trace=trace_f)
+        scores = model.forward(xb, training=True, trace=trace_f)
         loss, dscores = self.loss_fn(scores, yb)
         if not math.isfinite(loss):
-            self._nonfinite(xb, yb, f"loss is {loss} ({find_nonfinite(self.model, xb)})")
+            self._nonfinite(xb, yb, f"loss is {loss} ({find_nonfinite(model, xb)})")
             return
         # Nothing reads the input's gradient in training; diagnostics record it.
-        self.model.backward(dscores, trace=trace_b, input_grad=trace_b is not None)
-        norm = grad_norm(self._grads)  # finite only if every gradient entry is
-        bad = find_nonfinite_grad(self.model) if not math.isfinite(norm) else None
+        model.backward(dscores, trace=trace_b, input_grad=diag is not None)
+        squares = float(grads.dot(grads))  # finite only if every gradient entry is
+        bad = find_nonfinite_grad(model) if not math.isfinite(squares) else None
         if bad is not None:
             self._nonfinite(xb, yb, f"the gradient of {bad} is not finite (loss {loss:.6g})")
             return
         if self.exp.train.grad_clip is not None:
-            clip_grad_norm(self._grads, self.exp.train.grad_clip, norm=norm)
+            clip_grad_norm([grads], self.exp.train.grad_clip, norm=math.sqrt(squares))
         if diag is not None:
-            diag.before_update(self.model)
+            diag.before_update(model)
         self.optimizer.step()
         if diag is not None:
-            diag.after_update(p.step + 1, p.epoch + 1, self.model, trace_f, trace_b, self.optimizer.lr)
+            diag.after_update(p.step + 1, p.epoch + 1, model, trace_f, trace_b, self.optimizer.lr)
         p.loss_sum += loss
         p.loss_count += 1
 
