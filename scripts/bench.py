@@ -150,10 +150,11 @@ def nnback_step(case, x, y):
 def handwritten_step(case, x, y):
     """The same step written by hand for this one network in plain NumPy: the bound
     nnback is held to. The same float32 GEMMs into preallocated arrays, bias added and
-    ReLU applied in place, softmax cross-entropy fused into one pass over the scores,
-    no gradient on the input, and SGD with momentum as torch.optim and nnback define it
-    (``b = g`` on the first step, then ``b = momentum * b + g``; ``p = p - lr * b``) over
-    parameters, gradients and momentum each held in one flat array."""
+    ReLU applied in place (against preallocated zeros), softmax cross-entropy fused
+    into one pass over the scores, no gradient on the input, and SGD with momentum as
+    torch.optim and nnback define it (``b = g`` on the first step, then
+    ``b = momentum * b + g``; ``p = p - lr * b``) over parameters, gradients and
+    momentum each held in one flat array."""
     import numpy as np
 
     rng = np.random.default_rng(1)
@@ -175,6 +176,7 @@ def handwritten_step(case, x, y):
         w[...] = rng.standard_normal(w.shape, dtype=np.float32) * np.float32(
             math.sqrt(2 / len(w)))
     acts = [np.empty((n, d), np.float32) for d in dims[1:]]
+    zeros = [np.zeros((n, d), np.float32) for d in dims[1:-1]]  # max against an array: NumPy's fast loop
     deltas = [np.empty((n, d), np.float32) for d in dims[1:-1]]
     masks = [np.empty((n, d), np.float32) for d in dims[1:-1]]
     batch_ones, class_ones = np.ones(n, np.float32), np.ones(dims[-1], np.float32)
@@ -190,7 +192,7 @@ def handwritten_step(case, x, y):
             np.matmul(h, weights[i], out=acts[i])
             acts[i] += biases[i]
             if i < last:
-                np.maximum(acts[i], 0, out=acts[i])
+                np.maximum(acts[i], zeros[i], out=acts[i])
             h = acts[i]
         scores = acts[last]  # softmax cross-entropy, in place: scores become dscores
         scores -= np.asfortranarray(scores).max(axis=1)[:, None]
