@@ -105,12 +105,13 @@ class SoftmaxCrossEntropy:
         targets = _label_positions(scores, y, rows)  # flat positions of [rows, y]
         # The row maximum of a column-major copy: NumPy then compares whole columns
         # with SIMD instead of looping over short rows (several times faster for few classes).
-        shifted = np.subtract(scores, np.asfortranarray(scores).max(axis=1)[:, None])
-        picked = float(shifted.take(targets).sum())
-        shifted_sum = float(shifted.sum()) if e else 0.0
+        # (Reductions through the ufuncs: the array methods add a Python layer per call.)
+        shifted = np.subtract(scores, np.maximum.reduce(np.asfortranarray(scores), axis=1)[:, None])
+        picked = float(np.add.reduce(shifted.take(targets)))
+        shifted_sum = float(np.add.reduce(shifted, axis=None)) if e else 0.0
         probs = np.exp(shifted, out=shifted)
         sums = np.matmul(probs, ones)  # row sums, (N,)
-        log_sums = float(np.log(sums).sum())  # log_probs = shifted - log(sums), by row
+        log_sums = float(np.add.reduce(np.log(sums)))  # log_probs = shifted - log(sums), by row
         loss = ((1 - e) * (log_sums - picked) + e * (log_sums - shifted_sum / c)) / n
         sums *= n
         dscores = np.divide(probs, sums[:, None], out=probs)  # softmax / n

@@ -74,8 +74,8 @@ class Sequential:
         trace: optional list; each layer's output is appended to it, first layer first.
         """
         training = self.training if training is None else training
-        self._x_shape = np.shape(x)
         out = self.shaped_input(x)
+        self._x_shape = out.shape if self.input_shape is None else np.shape(x)
         for layer in self.layers:
             out = layer.forward(out, training)
             if trace is not None:
