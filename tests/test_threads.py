@@ -75,3 +75,16 @@ def test_the_count_is_applied_recorded_and_kept_by_a_resume(write_config, tmp_pa
     assert done.exit_code == 0, done.output
     assert seen == [1, 1]
     assert json.loads((run / "summary.json").read_text())["blas_threads"] == 1
+
+
+def test_a_convolutions_im2col_product_counts():
+    """A ConvNet whose convolution does the most work, with a small linear head: the
+    filters (F x K) times the columns (K x every position of every image) decide."""
+    from nnback.layers import Conv2d, GlobalAvgPool2d
+
+    rng = np.random.default_rng(0)
+    layers = [Conv2d(1, 32, 3, padding=1, rng=rng), ReLU(), GlobalAvgPool2d(), Linear(32, 10, rng=rng)]
+    model = Sequential(layers, input_shape=(1, 28, 28))
+    product = threads.largest_product(model, 128)
+    assert 32 * 9 * 128 * 28 * 28 <= product <= 32 * 9 * 128 * 28 * 30  # at most a spare column per row
+    assert 128 * 32 * 10 < threads.PARALLEL_WORK < product

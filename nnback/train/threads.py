@@ -27,9 +27,20 @@ IDLE_SAMPLE_SECONDS = 0.1
 
 def largest_product(model, batch: int) -> int:
     """Multiply-adds of the largest matrix product in a training step of ``batch`` rows:
-    ``batch x D_in x D_out`` of the largest 2-D parameter."""
-    return max((batch * param.shape[0] * param.shape[1] for _, param, _ in model.parameters()
-                if param.ndim == 2), default=0)
+    ``batch x D_in x D_out`` of a weight matrix, ``F x K x (batch x positions)`` of a
+    convolution's im2col product (F filters of K values each, applied at every position
+    of every image)."""
+    products = [0]
+    shape = model.input_shape  # one sample's shape as each layer takes it, for images
+    for layer in model.layers:
+        weight = layer.params.get("W")
+        if weight is not None and weight.ndim == 2:
+            products.append(batch * weight.shape[0] * weight.shape[1])
+        elif weight is not None and weight.ndim == 4 and shape is not None:
+            patch, columns = layer.columns_shape(shape, batch)
+            products.append(weight.shape[0] * patch * columns)
+        shape = None if shape is None else layer.output_shape(shape)
+    return max(products)
 
 
 def blas_limit() -> int:
