@@ -27,7 +27,8 @@ class LayerMemory:
         in_shape, shape: one sample's shape entering and leaving it.
         parameters: how many parameters it has.
         train_values: values per sample a training step holds for it: its output and the
-            gradient of it, and its working arrays (im2col columns) and their gradients.
+            gradient of it, and its working arrays (im2col columns and their gradient, the
+            zeros a ReLU compares with).
         eval_values: values per sample an evaluation pass holds: its output and working arrays.
     """
 
@@ -46,9 +47,11 @@ def layer_memory(model, n_features: int) -> list[LayerMemory]:
     rows = [LayerMemory("input", shape, shape, 0, math.prod(shape), math.prod(shape))]
     for i, layer in enumerate(model.layers):
         out_shape = layer.output_shape(shape)
-        values = math.prod(out_shape) + layer.working_values(shape)
-        rows.append(LayerMemory(f"{i} {layer!r}", shape, out_shape,
-                                sum(p.size for p in layer.params.values()), 2 * values, values))
+        out = math.prod(out_shape)
+        parameters = sum(p.size for p in layer.params.values())
+        rows.append(LayerMemory(f"{i} {layer!r}", shape, out_shape, parameters,
+                                2 * out + layer.working_values(shape, training=True),
+                                out + layer.working_values(shape, training=False)))
         shape = out_shape
     return rows
 

@@ -117,7 +117,7 @@ def test_validate_prints_config_and_layer_table(monkeypatch):
     assert rows == [
         ["input", "(N, 64)", "0", "16.0 KiB"],  # a batch of 64 in float32
         ["0 Linear(64, 128)", "(N, 128)", "8,320", "64.0 KiB"],  # the output and its gradient
-        ["1 ReLU()", "(N, 128)", "0", "64.0 KiB"],
+        ["1 ReLU()", "(N, 128)", "0", "96.0 KiB"],  # and the zeros it compares with
         ["2 Dropout(p=0.1)", "(N, 128)", "0", "64.0 KiB"],
         ["3 Linear(128, 10)", "(N, 10)", "1,290", "5.0 KiB"],
     ]

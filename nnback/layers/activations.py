@@ -50,7 +50,7 @@ class ReLU(Layer):
         self._cache = out
         return out
 
-    def working_values(self, in_shape):
+    def working_values(self, in_shape, training):
         """The zeros the input is compared with: as many as its values."""
         return math.prod(in_shape)
 

@@ -62,9 +62,10 @@ class Layer(Cached):
         those of the constructor that set parameter sizes; none here (no parameters)."""
         return {}
 
-    def working_values(self, in_shape):
-        """Values of the working arrays one sample of ``in_shape`` adds to a forward pass
-        besides the output (a convolution's im2col columns); 0 here."""
+    def working_values(self, in_shape, training):
+        """Values of the working arrays one sample of ``in_shape`` adds besides the output
+        and its gradient: to a training step (``training``) or to a forward pass alone
+        (a convolution's im2col columns, and their gradient in training); 0 here."""
         return 0
 
     def output_features(self, in_features):

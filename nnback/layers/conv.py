@@ -185,9 +185,9 @@ class Conv2d(Layer):
         ho, wg = _grid(out_size, in_shape[2] + 2 * self.padding[1], self.stride, self.out_channels, patch)
         return (patch, batch * ho * wg)
 
-    def working_values(self, in_shape):
-        """The im2col columns of one sample: K * Ho * Wg."""
-        return math.prod(self.columns_shape(in_shape, 1))
+    def working_values(self, in_shape, training):
+        """The im2col columns of one sample, K * Ho * Wg, and in training their gradient."""
+        return (2 if training else 1) * math.prod(self.columns_shape(in_shape, 1))
 
     def formula_sizes(self, in_shape):
         """For the formulas: K, the grid of window positions per image, F, W's shape and
