@@ -203,9 +203,10 @@ class OutputFormat(str, Enum):
 @user_errors
 def eval_(
     run: Path = RunArg,
-    split: SplitName = typer.Option(SplitName.test, "--split", help="Split of the run's own data."),
+    split: SplitName | None = typer.Option(None, "--split", show_default=False,
+                                           help="Split of the run's own data [default: test]."),
     data: Path | None = typer.Option(None, "--data", metavar="FILE",
-                                     help="A labelled .csv/.npz file instead."),
+                                     help="A labelled .csv/.npz file instead (all its rows)."),
     format_: OutputFormat = typer.Option(OutputFormat.text, "--format", help="Output format."),
     json_: bool = typer.Option(False, "--json", help="The same as --format json."),
 ):
@@ -215,7 +216,12 @@ def eval_(
     averages and the confusion matrix; for regression MAE, RMSE and R².
     """
     from nnback.commands.evaluate import eval_report
+    from nnback.errors import NnbackError
 
+    if split is not None and data is not None:
+        raise NnbackError(f"--split {split.value} with --data: --data evaluates every row of its file; "
+                          "give one or the other")
+    split = split or SplitName.test
     typer.echo(eval_report(run, split.value, data, as_json=json_ or format_ is OutputFormat.json))
 
 

@@ -171,6 +171,15 @@ def test_eval_on_a_labelled_file(in_folder):
     assert metrics["confusion_matrix"] == [[4, 0, 0], [0, 4, 0], [0, 0, 4]]
 
 
+def test_eval_refuses_a_split_of_a_labelled_file(in_folder):
+    X, labels = raw_rows(seed=4)
+    write_csv(in_folder / "more.csv", X, labels)
+    result = invoke("eval", "run", "--data", "more.csv", "--split", "val")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --split val with --data: --data evaluates every row of its file; give one or the other"]
+
+
 def test_eval_reports_the_confusion_and_per_class_scores(in_folder):
     X, labels = raw_rows(seed=4)  # predicted right, as above; one cat relabelled dog
     labels[0] = "dog"
