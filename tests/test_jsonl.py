@@ -51,6 +51,18 @@ def test_invalid_line_in_the_middle_is_skipped_with_a_warning(tmp_path, caplog):
     ]
 
 
+def test_a_warning_names_a_path_with_a_newline_on_one_line(tmp_path, caplog):
+    folder = tmp_path / "run\nfake: line"
+    folder.mkdir()
+    path = folder / "metrics.jsonl"
+    path.write_text("not json\n" + json.dumps(RECORDS[0]) + "\n")
+    with caplog.at_level(logging.WARNING):
+        assert read_jsonl(path) == RECORDS[:1]
+    [message] = [r.getMessage() for r in caplog.records]
+    shown = str(path).replace("\n", "\\n")
+    assert message == f"{shown}:1: invalid JSON line skipped"
+
+
 @pytest.mark.parametrize("partial", [b'{"epoch": 4', b"x" * 70000])
 def test_writer_cuts_the_incomplete_line_a_killed_writer_left(tmp_path, partial):
     path = tmp_path / "metrics.jsonl"

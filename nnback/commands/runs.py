@@ -96,7 +96,7 @@ def _metric_records(path: Path) -> list[dict]:
     kept = [r for r in records if all(r.get(k) is None or is_int(r[k]) for k in ("epoch", "step"))
             and all(v is None or is_number(v) for v in r.values())]
     if len(kept) < len(records):
-        logger.warning("warning: %s: %d records not in the metrics format left out", path,
+        logger.warning("warning: %s: %d records not in the metrics format left out", one_line(str(path)),
                        len(records) - len(kept))
     return kept
 

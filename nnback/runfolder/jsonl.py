@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from nnback.errors import NnbackError
+from nnback.errors import NnbackError, one_line
 from nnback.runfolder.atomic import atomic_write_bytes, io_error
 from nnback.untrusted import open_regular, read_limited
 
@@ -154,7 +154,7 @@ def read_jsonl(path: str | os.PathLike, missing_ok: bool = False) -> list[dict[s
         if isinstance(record, dict):
             records.append(record)
         elif i != last:
-            logger.warning("%s:%d: invalid JSON line skipped", path, i + 1)
+            logger.warning("%s:%d: invalid JSON line skipped", one_line(str(path)), i + 1)
     return records
 
 

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnback.errors import one_line
 from nnback.untrusted import is_int, is_number
 
 logger = logging.getLogger(__name__)
@@ -205,7 +206,7 @@ def read_records(path: str | Path, missing_ok: bool = False) -> list[dict]:
     records = read_jsonl(path, missing_ok=missing_ok)
     kept = [r for r in records if _well_formed(r)]
     if len(kept) < len(records):
-        logger.warning("warning: %s: %d records not in the diagnostics format left out", path,
+        logger.warning("warning: %s: %d records not in the diagnostics format left out", one_line(str(path)),
                        len(records) - len(kept))
     return kept
 
