@@ -30,13 +30,14 @@ except ImportError:
 class _Commands(typer.core.TyperGroup):
     """The command group, with a usage error (a missing argument, an unknown option or
     command, a value of the wrong type) on one line, ``error: ... (see nnback train
-    --help)``, exit 2, like every other error; a bare ``nnback`` still prints the help."""
+    --help)``, exit 2, like every other error, and as a JSON error line when the command
+    line asks for ``--log-format json``; a bare ``nnback`` still prints the help."""
 
-    def main(self, *args, standalone_mode: bool = True, **kwargs):
+    def main(self, args=None, *rest, standalone_mode: bool = True, **kwargs):
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(args, *rest, standalone_mode=False, **kwargs)
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(args, *rest, standalone_mode=False, **kwargs)
         except NoArgsIsHelpError as exc:
             exc.show()
             sys.exit(exc.exit_code)
@@ -45,12 +46,24 @@ class _Commands(typer.core.TyperGroup):
 
             context = getattr(exc, "ctx", None)
             hint = f" (see {context.command_path} --help)" if context is not None else ""
-            typer.echo(f"error: {one_line(exc.format_message()).rstrip('.')}{hint}", err=True)
+            message = f"{one_line(exc.format_message()).rstrip('.')}{hint}"
+            if _asks_for_json_log(sys.argv[1:] if args is None else list(args)):
+                from nnback.train.console import json_line
+
+                typer.echo(json_line("error", message=message, exit_code=exc.exit_code), err=True)
+            else:
+                typer.echo(f"error: {message}", err=True)
             sys.exit(exc.exit_code)
         except typer.Abort:
             typer.echo("aborted", err=True)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _asks_for_json_log(words: list[str]) -> bool:
+    """Whether a command line that failed to parse holds ``--log-format json``."""
+    return "--log-format=json" in words or any(
+        word == "--log-format" and value == "json" for word, value in zip(words, words[1:], strict=False))
 
 
 app = typer.Typer(

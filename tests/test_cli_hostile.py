@@ -4,6 +4,8 @@ and one line on stderr naming what and where, never a traceback or a second line
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import yaml
@@ -171,6 +173,17 @@ def test_set_a_key_inside_a_list_item_that_holds_a_value(data_folder, nnback_cli
 ])
 def test_usage_errors_are_one_line_too(nnback_cli, args, line):
     assert one_error_line(nnback_cli(*args)).startswith(f"error: {line}")
+
+
+@pytest.mark.parametrize("args", [["train", "cfg.yaml", "--log-format", "json", "--bogus"],
+                                  ["train", "--log-format=json"]])
+def test_usage_errors_are_json_lines_when_the_command_line_asks_for_json(nnback_cli, args):
+    result = nnback_cli(*args)
+    assert result.returncode == 2 and result.stdout == ""
+    [line] = result.stderr.splitlines()
+    event = json.loads(line)
+    assert event["event"] == "error" and event["exit_code"] == 2
+    assert event["message"].endswith("(see nnback train --help)")
 
 
 def test_usage_errors_of_the_installed_command_and_help(nnback):
