@@ -139,3 +139,19 @@ def test_convnet_cases_report_nnback_the_gemm_bound_and_training():
             assert case["torch_ratio"]["min"] <= case["torch_ratio"]["median"] <= case["torch_ratio"]["max"]
     digits = report["training"]["digits-cnn"]
     assert digits["wall_seconds"] > 0 and 0 <= digits["test_accuracy"] <= 1
+
+
+def test_trainer_benchmark_reports_the_trainer_against_the_bare_step_and_loop():
+    """scripts/bench_trainer.py runs ``Trainer.fit`` and the bare loops it is measured against."""
+    args = ["--cases", "spiral,digits", "--rounds", "2", "--seconds", "0.01", "--rows", "1200"]
+    done = subprocess.run([sys.executable, str(SCRIPT.parent / "bench_trainer.py"), *args],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    header, rule, *rows = done.stdout.splitlines()
+    assert header.split(" | ")[-2:] == ["trainer / bare step", "trainer / bare loop |"]
+    assert [row.split(" | ")[0] for row in rows] == ["| spiral", "| digits"]
+    for row in rows:
+        for cell in row.strip("| ").split(" | ")[4:]:
+            median, spread = cell.split(" (")
+            low, high = map(float, spread.rstrip(")").split("-"))
+            assert 0 < low - 0.005 <= float(median) <= high + 0.005  # as printed: 2 and 3 decimals
