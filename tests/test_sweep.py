@@ -297,6 +297,58 @@ def test_failing_trial_is_recorded_and_the_rest_complete(tmp_path, experiment_fi
     assert len([r for r in read_jsonl(tmp_path / "out" / "trials.jsonl") if r["state"] == "failed"]) == 2
 
 
+def test_a_trial_folder_locked_elsewhere_is_retried_then_failed(tmp_path, experiment_file, nnback_cli,
+                                                                monkeypatch):
+    """A trial whose folder another process holds (a trial of a killed sweep still running
+    on some worker) is requeued at growing intervals; while the lock stays, it ends failed
+    with the lock named, and the next sweep trains it."""
+    import nnback.sweep.runner as runner
+
+    monkeypatch.setattr(runner, "RETRY_DELAY_SECONDS", 0.01)
+    monkeypatch.setattr(runner, "LOCKED_ATTEMPTS", 3)
+    sweep = write_sweep(tmp_path, experiment_file, {"parameters": {"optimizer.lr": [0.1]}},
+                        experiment={"train": {"epochs": 2}})
+    [trial] = planned_trials(load_sweep(sweep)[0])
+    held = tmp_path / "out" / "trials" / trial.id
+    held.mkdir(parents=True)
+    with RunLock(held):
+        done = nnback_cli("sweep", sweep, "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    journal = [r for r in read_jsonl(tmp_path / "out" / "trials.jsonl") if r["trial"] == trial.id]
+    assert [r["state"] for r in journal if r["state"] != "started"] == ["requeued", "requeued", "failed"]
+    assert journal[-1]["kind"] == "machinery"
+    assert "locked by pid" in journal[-1]["message"] and "(after 3 attempts)" in journal[-1]["message"]
+    again = nnback_cli("sweep", sweep, "--out", tmp_path / "out", "--retry-failed")
+    assert again.returncode == 0, again.stderr
+    assert read_states(tmp_path / "out")[trial.id].state == "completed"
+
+
+def test_a_cluster_trial_stops_when_the_sweeps_heartbeat_stops(tmp_path, monkeypatch):
+    """On a cluster worker a trial watches DIR/heartbeat, which the sweep process touches
+    every few seconds: left unchanged past the timeout (the sweep was killed), it stops."""
+    from nnback.sweep import trial as trial_module
+
+    clock = [0.0]
+    monkeypatch.setattr(trial_module.time, "monotonic", lambda: clock[0])
+    path = tmp_path / "heartbeat"
+    path.touch()
+    beat = trial_module._Heartbeat(path)
+
+    def stopped_at(seconds: int, touched: bool) -> bool:
+        clock[0] = float(seconds)
+        if touched:
+            os.utime(path, ns=(seconds * 10**9, seconds * 10**9))
+        return beat.stopped()
+
+    every = int(trial_module.HEARTBEAT_SECONDS)
+    assert not any(stopped_at(t, touched=True) for t in range(every, 20 * every, every))
+    last_touch = 19 * every
+    after = {t: stopped_at(t, touched=False) for t in range(20 * every, last_touch + 100, 1)}
+    first = min(t for t, stopped in after.items() if stopped)  # the watcher stops the trial here
+    timeout = trial_module.HEARTBEAT_TIMEOUT
+    assert last_touch + timeout < first <= last_touch + timeout + every
+
+
 def test_dask_local_cluster_with_a_worker_killed_mid_trial(reference, tmp_path, nnback_start, freezer):
     pytest.importorskip("distributed")
     sweep, ref, _ = reference
