@@ -20,7 +20,7 @@ from nnback.memory import EVAL_MEMORY, evaluation_rows, layer_memory
 from nnback.runfolder.checkpoint import load_checkpoint, save_checkpoint
 from nnback.runfolder.saved_model import load
 from nnback.train.evaluate import evaluate
-from nnback.train.plan import check_trainable, load_training_data
+from nnback.train.plan import load_training_data, trainable_network
 
 CONFIG = Path(__file__).parent.parent / "config"
 
@@ -102,10 +102,10 @@ def test_batch_statistics_need_more_than_one_value_per_channel(tmp_path):
     bundle = load_training_data(exp, "cfg")
     with pytest.raises(ConfigError, match=r"^cfg: train.batch_size: batches of 1 sample have no batch "
                                           r"statistics for batchnorm2d \(model.layers\[1\]\)"):
-        check_trainable(exp, bundle, "cfg")
+        trainable_network(exp, bundle, np.random.default_rng(0), "cfg")
     # with 8x8 pixels per channel a batch of one sample has 64 values per channel
     exp = load_config(digits_cnn(tmp_path, [tiny[0] | {"kernel": 1}, *tiny[1:]], batch_size=1))
-    check_trainable(exp, bundle, "cfg")
+    trainable_network(exp, bundle, np.random.default_rng(0), "cfg")
 
 
 def test_the_evaluation_batch_is_sized_from_the_memory_per_sample(tmp_path):

@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from nnback.build import build_network
 from nnback.config import load_config
 from nnback.formatting import format_bytes, format_table
 from nnback.memory import layer_memory
-from nnback.train.plan import check_trainable, load_training_data
+from nnback.train.plan import load_training_data, trainable_network
 
 
 def shape_text(shape) -> str:
@@ -34,8 +33,7 @@ def validate_report(config: str | Path, overrides=()) -> str:
     """Validate the config and its data; return the report ``nnback validate`` prints."""
     exp = load_config(config, overrides)
     bundle = load_training_data(exp, str(config))
-    need = check_trainable(exp, bundle, str(config))
-    model = build_network(exp, bundle, np.random.default_rng(exp.seed), str(config))
+    model, need = trainable_network(exp, bundle, np.random.default_rng(exp.seed), str(config))
     rows = layer_table(model, bundle.n_features, exp.train.batch_size)
     lines = [yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False).rstrip(), ""]
     lines.append(format_table(["layer", "output", "parameters", "batch memory"],

@@ -1,7 +1,7 @@
 """What a training run needs, known before its first step and before its run folder.
 
-``validate`` and ``train`` both call ``check_trainable`` after loading the data and
-before creating the run folder, so a config that cannot train (a batch normalisation
+``validate`` and the trainer both build their network with ``trainable_network`` after
+loading the data and before creating the run folder, so a config that cannot train (a batch normalisation
 layer that would see batches of one sample, a network or batch too large for the
 machine's memory) is a one-line error instead of a crash an hour in. The memory per
 layer comes from ``nnback.memory``, the table ``validate`` prints.
@@ -109,21 +109,21 @@ def available_memory() -> int | None:
     return free
 
 
-def check_trainable(exp, bundle, source: str) -> MemoryNeed:
-    """Raise a ``ConfigError`` naming the key for a config that cannot train on ``bundle``;
-    return what it needs.
+def trainable_network(exp, bundle, rng: np.random.Generator, source: str):
+    """The configured network for ``bundle``, parameters drawn from ``rng``, and what
+    training it needs, as ``(model, MemoryNeed)``; a ``ConfigError`` naming the key for a
+    config that cannot train on ``bundle``.
 
     Checks: a layer with batch statistics has more than one value per statistic in
     every training batch; the network, its optimizer state and the batches fit in the
-    memory left. The network is built to know its shapes, but only once its parameters
-    are known to fit.
+    memory left. Each layer is built only once its parameters are known to fit.
     """
     n_train = len(bundle.train)
     free = available_memory()
     itemsize = np.dtype(exp.model.dtype).itemsize
     most = None if free is None else free // (PARAMETER_COPIES * itemsize)
     try:
-        model = build_network(exp, bundle, np.random.default_rng(0), source, max_parameters=most)
+        model = build_network(exp, bundle, rng, source, max_parameters=most)
     except NetworkTooLarge as exc:
         raise ConfigError(f"{source}: {exc.key}: training needs "
                           f"~{format_bytes(exc.parameters * PARAMETER_COPIES * itemsize)} of memory or "
@@ -133,7 +133,7 @@ def check_trainable(exp, bundle, source: str) -> MemoryNeed:
     n_eval = max(len(split) for split in (bundle.train, bundle.val, bundle.test) if split is not None)
     need = memory_need(exp, model, bundle.n_features, n_train, n_eval)
     if free is None or need.total <= free:
-        return need
+        return model, need
     # The batch size is to blame if batches of one row would fit, else the network.
     one_row = need.total - need.batch + need.batch // need.rows
     key = "train.batch_size" if one_row <= free else need.widest_layer

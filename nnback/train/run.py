@@ -39,7 +39,7 @@ from nnback.runfolder.lock import RunLock
 from nnback.runfolder.preflight import check_free_space, check_no_links, check_writable, path_error
 from nnback.runfolder.snapshot import model_arrays, run_meta, versions
 from nnback.train.divergence import Diverged
-from nnback.train.plan import batch_rows, check_trainable, load_training_data
+from nnback.train.plan import batch_rows, load_training_data
 from nnback.train.threads import blas_threads, choose_threads
 from nnback.train.trainer import Trainer
 
@@ -75,7 +75,6 @@ def train(config: str | Path, *, overrides=(), out: str | Path | None = None, re
     budget = _budget(max_time, exp.train.max_time)
     started = time.monotonic()
     bundle = load_training_data(exp, source)
-    check_trainable(exp, bundle, source)
     trainer = Trainer(exp, bundle, console, source, deadline=started + budget if budget is not None else None)
     run_dir = run_dir if run_dir is not None else _new_run_dir(exp)
     check_writable(run_dir)

@@ -17,14 +17,12 @@ import numpy as np
 
 from nnback.build import (
     build_loss,
-    build_network,
     build_optimizer,
     build_schedule,
     loss_targets,
     steps_per_epoch,
 )
 from nnback.data.load import Split
-from nnback.memory import evaluation_rows
 from nnback.optim import clip_grad_norm
 from nnback.runfolder.atomic import atomic_save_npz
 from nnback.runfolder.checkpoint import CheckpointStore
@@ -32,7 +30,7 @@ from nnback.runfolder.jsonl import JsonlWriter
 from nnback.train.diagnostics import DiagnosticsRecorder
 from nnback.train.divergence import Diverged, find_nonfinite, find_nonfinite_grad
 from nnback.train.evaluate import evaluate, higher_is_better
-from nnback.train.plan import batch_rows, gather_rows
+from nnback.train.plan import gather_rows, trainable_network
 from nnback.train.state import Progress, TrainingState
 
 # Statuses that end the loop with a checkpoint of where it stopped.
@@ -42,8 +40,9 @@ STOPPED = ("interrupted", "time_limit")
 class Trainer:
     """Trains one experiment on one data bundle into one run folder.
 
-    Building a Trainer builds the model, loss, optimizer and schedule, so everything that
-    does not fit the data fails here, before any folder exists; ``open(run_dir)`` then
+    Building a Trainer builds the model (checked to train on the data in the memory left,
+    see ``trainable_network``), loss, optimizer and schedule, so everything that does not
+    fit the data fails here, before any folder exists; ``open(run_dir)`` then
     binds the run folder. The caller's bundle is left as it is.
 
     Args:
@@ -59,7 +58,7 @@ class Trainer:
         self.deadline = deadline
         self.classification = bundle.task == "classification"
         self.rng = np.random.default_rng(exp.seed)
-        self.model = build_network(exp, bundle, self.rng, source)
+        self.model, need = trainable_network(exp, bundle, self.rng, source)
         self.loss_fn = build_loss(exp)
         # The splits with labels as the loss wants them (the bundle's own are untouched).
         self.splits = {name: Split(split.X, loss_targets(exp, split.y, self.model.dtype),
@@ -68,7 +67,7 @@ class Trainer:
                        if (split := getattr(bundle, name)) is not None}
         self.optimizer = build_optimizer(exp, self.model)
         n, bs = len(bundle.train), exp.train.batch_size
-        self.eval_rows = evaluation_rows(self.model, bundle.n_features, batch_rows(bs, n))
+        self.eval_rows = need.eval_rows
         self.steps_in_epoch = steps_per_epoch(n, bs)
         if n > bs and n % bs == 1 and any(layer.spec.batch_statistics for layer in self.model.layers):
             self.steps_in_epoch -= 1  # a batch of one sample has no batch statistics
