@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from nnback.errors import one_line
+from nnback.optim import grad_norm
 from nnback.untrusted import is_int, is_number
 
 logger = logging.getLogger(__name__)
@@ -230,9 +231,8 @@ def _is_value(value) -> bool:
 
 
 def norm(a: np.ndarray) -> float:
-    """Frobenius norm of ``a`` (any shape), as a Python float: one BLAS dot product."""
-    flat = a.reshape(-1)
-    return math.sqrt(float(flat.dot(flat)))
+    """Frobenius norm of ``a`` (any shape), as a Python float."""
+    return grad_norm([a])
 
 
 def _num(value: float) -> float | None:
