@@ -79,6 +79,17 @@ def in_training(folder: Path) -> dict[int, str]:
     return found
 
 
+def kill_a_worker_in_training(freezer, proc, folder: Path) -> tuple[int, str]:
+    """With every worker frozen once all are in mid-training, SIGKILL one and let the rest
+    go on; return its pid and the id of the trial it was training."""
+    workers = freezer.when(proc, lambda: sorted(in_training(folder)))
+    victim = workers[0]
+    trial = in_training(folder)[victim]
+    os.kill(victim, signal.SIGKILL)
+    freezer.thaw(workers)
+    return victim, trial
+
+
 def newest_step(folder: Path, trial: str) -> int:
     """The step of the trial's newest checkpoint."""
     return CheckpointStore(folder / "trials" / trial).load_latest().meta["progress"]["step"]
@@ -202,11 +213,7 @@ def test_sigkill_of_a_trial_process_is_requeued_and_resumed(reference, tmp_path,
     sweep, ref, _ = reference
     folder = tmp_path / "sweep"
     proc = nnback_start("sweep", sweep, "--workers", 2, "--out", folder, cwd=sweep.parent)
-    workers = freezer.when(proc, lambda: sorted(in_training(folder)))
-    victim = workers[0]
-    trial = in_training(folder)[victim]
-    os.kill(victim, signal.SIGKILL)
-    freezer.thaw(workers)
+    victim, trial = kill_a_worker_in_training(freezer, proc, folder)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     requeued = [r for r in read_jsonl(folder / "trials.jsonl") if r["state"] == "requeued"]
@@ -354,11 +361,7 @@ def test_dask_local_cluster_with_a_worker_killed_mid_trial(reference, tmp_path, 
     sweep, ref, _ = reference
     folder = tmp_path / "sweep"
     proc = nnback_start("sweep", sweep, "--scheduler", "local:2", "--out", folder, cwd=sweep.parent)
-    workers = freezer.when(proc, lambda: sorted(in_training(folder)))
-    victim = workers[0]
-    trial = in_training(folder)[victim]
-    os.kill(victim, signal.SIGKILL)
-    freezer.thaw(workers)
+    victim, trial = kill_a_worker_in_training(freezer, proc, folder)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert scores(folder) == scores(ref)
